@@ -11,6 +11,7 @@ __all__ = [
     "CorruptFileError",
     "DtypeMismatchError",
     "MissingVariablesError",
+    "NoCheckpointWarning",
     "ObjectExistsError",
     "ObjectNotFoundError",
     "ObjioError",
@@ -99,3 +100,7 @@ class ShapeMismatchError(ObjioError, ValueError, AssertionError):
 
 class DtypeMismatchError(ObjioError, TypeError):
     """A stored array's dtype cannot be cast to the variable's dtype without changing its kind."""
+
+
+class NoCheckpointWarning(UserWarning):
+    """:meth:`objio.Checkpoint.restore` found no checkpoint and left the variables as they were."""
