@@ -56,7 +56,7 @@ def write_npz(stream: BinaryIO, names: list[str], values: Iterable[Any], *, wher
                     f"cannot save {names[index]!r} to {where}: its dtype {array.dtype} is not a plain numeric dtype "
                     f"(npz would need pickle); convert it with np.asarray(value, dtype=...)"
                 )
-            if array.dtype.kind == "V":  # bfloat16, float8_*, int4 ... (ml_dtypes extension types)
+            if _is_extension(array.dtype):
                 extension_dtypes[str(index)] = array.dtype.name
             _write_member(archive, counting, f"{index}.npy", array)
             count += 1
@@ -92,8 +92,18 @@ def _write_member(archive: zipfile.ZipFile, counting: _CountingWriter, name: str
             member.write(data[start : start + _CHUNK])
 
 
+def _is_extension(dtype: np.dtype) -> bool:
+    """Whether npy cannot name ``dtype`` (bfloat16, float8_*, int4 ...: ml_dtypes' types)."""
+    try:
+        return np.lib.format.descr_to_dtype(np.lib.format.dtype_to_descr(dtype)) != dtype
+    except (TypeError, ValueError):
+        return True
+
+
 def _npy_header(array: np.ndarray) -> bytes:
-    descr = np.lib.format.dtype_to_descr(array.dtype)
+    # An extension dtype is stored as raw bytes of its size; objio.json keeps its true name.
+    dtype = array.dtype
+    descr = f"|V{dtype.itemsize}" if _is_extension(dtype) else np.lib.format.dtype_to_descr(dtype)
     header = {"descr": descr, "fortran_order": False, "shape": array.shape}
     out = io.BytesIO()
     try:

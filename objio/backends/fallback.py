@@ -29,7 +29,7 @@ _NOT_OURS = {"", "file", "local", "memory", *_PLUGIN_FOR_SCHEME}
 @hookimpl(trylast=True)
 def objio_storage(url: str, options: dict[str, Any]) -> FsspecStorage | None:
     scheme = scheme_of(url)
-    if scheme in _NOT_OURS or scheme not in fsspec.available_protocols():
+    if scheme in _NOT_OURS or scheme not in {*fsspec.available_protocols(), *fsspec.registry}:
         return None
     fs, root = fsspec.core.url_to_fs(url, **options)
     return FsspecStorage(fs, root, url=url)
