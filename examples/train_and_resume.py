@@ -62,7 +62,7 @@ def train(logdir: str, preempt_at: int | None) -> None:
     grad = jax.jit(jax.value_and_grad(lambda p: loss_fn(p, model, x, y)))
     for step in range(start + 1, STEPS + 1):
         loss, grads = grad(train_vars.tensors())
-        train_vars.assign([v - 0.1 * g for v, g in zip(train_vars.tensors(), grads)])
+        train_vars.assign([v - 0.1 * g for v, g in zip(train_vars.tensors(), grads, strict=True)])
         model.step.value = jnp.array(step, jnp.int32)
         if step % SAVE_EVERY == 0:
             ckpt.save(model.vars(), step)

@@ -78,7 +78,9 @@ def open_storage(url: str | os.PathLike[str], options: dict[str, Any] | None = N
     if scheme in _PLUGIN_FOR_SCHEME:
         dist, extra = _PLUGIN_FOR_SCHEME[scheme]
         fix = f"install it with `pip install 'objio[{extra}]'` (or `pip install {dist}`)"
-        raise BackendNotFoundError(f"no objio backend for {scheme}:// URLs such as {url!r}: {dist} is not installed; {fix}")
+        raise BackendNotFoundError(
+            f"no objio backend for {scheme}:// URLs such as {url!r}: {dist} is not installed; {fix}"
+        )
     raise BackendNotFoundError(
         f"no objio backend handles {url!r}: no plugin claims the scheme {scheme!r} and fsspec knows no "
         f"such protocol; install a backend that declares an entry point in the 'objio' group"

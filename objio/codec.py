@@ -19,7 +19,7 @@ import json
 import struct
 import zipfile
 from collections.abc import Iterable, Iterator
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, Literal, cast
 
 import ml_dtypes
 import numpy as np
@@ -46,7 +46,9 @@ def write_npz(stream: BinaryIO, names: list[str], values: Iterable[Any], *, wher
     """
     counting = _CountingWriter(stream)
     extension_dtypes: dict[str, str] = {}
-    with zipfile.ZipFile(counting, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+    with zipfile.ZipFile(
+        cast(IO[bytes], counting), mode="w", compression=zipfile.ZIP_STORED, allowZip64=True
+    ) as archive:
         _write_member(archive, counting, NAMES_MEMBER, np.array(names, dtype=str))
         count = 0
         for index, value in enumerate(values):
@@ -89,7 +91,7 @@ def _write_member(archive: zipfile.ZipFile, counting: _CountingWriter, name: str
         member.write(header)
         data = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
         for start in range(0, data.size, _CHUNK):
-            member.write(data[start : start + _CHUNK])
+            member.write(data[start : start + _CHUNK].data)
 
 
 def _is_extension(dtype: np.dtype) -> bool:
@@ -182,7 +184,9 @@ class NpzReader:
         if info is None:  # written by Objax or np.savez
             return {"version": 0, "dtypes": {}}
         if info.file_size > _MAX_METADATA_BYTES:
-            raise UnsafeFileError(f"{self.where}: {METADATA_MEMBER} declares {info.file_size} bytes", self.where, METADATA_MEMBER)
+            raise UnsafeFileError(
+                f"{self.where}: {METADATA_MEMBER} declares {info.file_size} bytes", self.where, METADATA_MEMBER
+            )
         with _zip_errors(self.where, METADATA_MEMBER):
             raw = self._archive.read(info)
         try:
@@ -190,7 +194,9 @@ class NpzReader:
             version = metadata["version"]
             dtypes = metadata["dtypes"]
         except (ValueError, KeyError, TypeError) as e:
-            raise CorruptFileError(f"{self.where}: {METADATA_MEMBER} is not valid objio metadata ({e})", self.where, METADATA_MEMBER) from e
+            raise CorruptFileError(
+                f"{self.where}: {METADATA_MEMBER} is not valid objio metadata ({e})", self.where, METADATA_MEMBER
+            ) from e
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise CorruptFileError(
                 f"{self.where} was written in objio format version {version}, newer than this objio reads "
@@ -259,7 +265,9 @@ class NpzReader:
                 else:
                     raise ValueError(f"npy format version {version} is not supported")
             except ValueError as e:
-                raise CorruptFileError(f"{self.where}: {member} has no valid npy header ({e})", self.where, member) from e
+                raise CorruptFileError(
+                    f"{self.where}: {member} has no valid npy header ({e})", self.where, member
+                ) from e
             if dtype.hasobject:
                 raise UnsafeFileError(
                     f"{self.where}: {member} holds Python objects ({dtype}); objio never unpickles, "
@@ -278,13 +286,13 @@ class NpzReader:
                     member,
                 )
             array = np.empty(count, dtype=dtype)
-            _read_exactly(f, array.view(np.uint8), self.where, member)
-        order = "F" if fortran_order else "C"
+            _read_exactly(cast(io.BufferedIOBase, f), array.view(np.uint8), self.where, member)
+        order: Literal["C", "F"] = "F" if fortran_order else "C"
         return array.reshape(shape, order=order)
 
 
-def _read_exactly(f: BinaryIO, out: np.ndarray, where: str, member: str) -> None:
-    view = memoryview(out)
+def _read_exactly(f: io.BufferedIOBase, out: np.ndarray, where: str, member: str) -> None:
+    view = out.data
     pos = 0
     for chunk in _chunks(len(view)):
         n = f.readinto(view[pos : pos + chunk])

@@ -219,7 +219,9 @@ class StorageConformance:
         )
         try:
             line = _readline_within(child, timeout=120)
-            assert line == b"ready\n", f"writer did not start: {line!r} {child.stderr.read() if child.stderr else b''!r}"
+            assert line == b"ready\n", (
+                f"writer did not start: {line!r} {child.stderr.read() if child.stderr else b''!r}"
+            )
             os.kill(child.pid, signal.SIGKILL)
             assert child.wait(timeout=30) == -signal.SIGKILL
         finally:

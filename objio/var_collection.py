@@ -32,9 +32,12 @@ class VarCollection(dict[str, BaseVar]):
         super().__init__()
         if len(args) > 1:
             raise TypeError(f"VarCollection expected at most 1 positional argument, got {len(args)}")
-        self.update(*args, **kwargs)
+        self.update(args[0] if args else (), **kwargs)
 
     def __iter__(self) -> Iterator[BaseVar]:  # type: ignore[override]
+        return self._distinct()
+
+    def _distinct(self) -> Iterator[BaseVar]:
         seen: set[int] = set()
         for v in self.values():
             if id(v) not in seen:
@@ -72,15 +75,17 @@ class VarCollection(dict[str, BaseVar]):
 
     def assign(self, tensors: list[Any]) -> None:
         """Give each distinct variable (in iteration order) its new value."""
-        variables = list(self)
+        variables = list(self._distinct())
         if len(variables) != len(tensors):
-            raise ValueError(f"Failed to assign a list with {len(tensors)} tensors to variables with length {len(variables)}.")
-        for var, tensor in zip(variables, tensors):
+            raise ValueError(
+                f"Failed to assign a list with {len(tensors)} tensors to variables with length {len(variables)}."
+            )
+        for var, tensor in zip(variables, tensors, strict=True):
             var.assign(tensor)
 
     def tensors(self, is_a: TypeFilter | None = None) -> list[Any]:
         """The value of each distinct variable, in iteration order, optionally only of type ``is_a``."""
-        return [v.value for v in self if is_a is None or isinstance(v, is_a)]
+        return [v.value for v in self._distinct() if is_a is None or isinstance(v, is_a)]
 
     def subset(self, is_a: TypeFilter | None = None, is_not: TypeFilter | None = None) -> VarCollection:
         """A new collection with the entries whose variable is an ``is_a`` and not an ``is_not``."""

@@ -143,4 +143,3 @@ def _check_same_shape(current: Any, new: Any) -> None:
             f"Assign can not change shape of variable. The current variable shape is {old_shape}, "
             f"but the requested new shape is {new_shape}."
         )
-

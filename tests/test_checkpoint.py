@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -123,7 +122,9 @@ def test_subclass_constants_are_honoured(tmp_path: Path) -> None:
 
     def save_compressed(file: Any, vc: VarCollection) -> None:
         calls.append(("save", file.name))
-        np.savez_compressed(file, names=np.array(list(vc.keys())), **{str(i): np.asarray(v.value) for i, v in enumerate(vc)})
+        np.savez_compressed(
+            file, names=np.array(list(vc.keys())), **{str(i): np.asarray(v.value) for i, v in enumerate(vc)}
+        )
 
     def load_and_record(file: Any, vc: VarCollection) -> None:
         calls.append(("load", file.name))

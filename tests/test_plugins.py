@@ -13,7 +13,7 @@ import pytest
 import objio
 from objio.errors import BackendNotFoundError
 
-_FAKE_PLUGIN = '''
+_FAKE_PLUGIN = """
 import objio
 from objio.backends.memory import MemoryBackend
 
@@ -26,15 +26,15 @@ def objio_storage(url, options):
     storage = _backend.objio_storage(url="memory://" + url[len("fake://"):], options=options)
     storage.url = url
     return storage
-'''
+"""
 
-_MISSPELT_PLUGIN = '''
+_MISSPELT_PLUGIN = """
 import objio
 
 @objio.hookimpl
 def objio_storag(url, options):
     return None
-'''
+"""
 
 
 def _install_fake_distribution(site: Path, module: str, source: str) -> None:

@@ -67,7 +67,9 @@ class FsspecStorage:
             with translate_os_errors(url):
                 self.fs.invalidate_cache(path)
                 if if_absent and self.fs.exists(path):
-                    raise ObjectExistsError(f"{url} already exists and this write was create-only; nothing was changed", url=url)
+                    raise ObjectExistsError(
+                        f"{url} already exists and this write was create-only; nothing was changed", url=url
+                    )
                 self.fs.makedirs(self.fs._parent(path), exist_ok=True)
                 with self.fs.open(path, "wb") as out:
                     while chunk := spool.read(8 << 20):
@@ -101,4 +103,3 @@ class FsspecStorage:
             if not self.fs.isfile(path):
                 raise FileNotFoundError(path)
             return int(self.fs.size(path))
-

@@ -150,4 +150,3 @@ def _fsync_folder(folder: str) -> None:
             raise
     finally:
         os.close(fd)
-

@@ -68,7 +68,9 @@ class MemoryStorage:
         with self._lock:
             if if_absent and full in self._objects:
                 url = join_url(self.url, key)
-                raise ObjectExistsError(f"{url} already exists and this write was create-only; nothing was changed", url=url)
+                raise ObjectExistsError(
+                    f"{url} already exists and this write was create-only; nothing was changed", url=url
+                )
             self._objects[full] = data
 
     def list(self, prefix: str = "") -> list[str]:

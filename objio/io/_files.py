@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from typing import IO, Any, BinaryIO, Union
+from typing import IO, Any, BinaryIO, Union, cast
 
 from objio._host import open_storage
 from objio.storage import Storage
@@ -41,7 +41,7 @@ def describe(file: object) -> str:
     """How error messages name ``file``."""
     if _is_file_object(file):
         return str(getattr(file, "name", None) or repr(file))
-    return os.fspath(file)  # type: ignore[arg-type]
+    return os.fspath(cast(str | os.PathLike[str], file))
 
 
 @contextlib.contextmanager
@@ -54,7 +54,7 @@ def open_for_write(
         return
     storage, key = split_url(file, storage_options)  # type: ignore[arg-type]
     with storage.open_writer(key, if_absent=if_absent) as stream:
-        yield NamedStream(stream, describe(file))
+        yield cast(BinaryIO, NamedStream(stream, describe(file)))
 
 
 @contextlib.contextmanager
@@ -67,7 +67,7 @@ def open_for_read(file: FileOrStr, storage_options: dict[str, Any] | None = None
         return
     storage, key = split_url(file, storage_options)  # type: ignore[arg-type]
     with storage.open_reader(key) as stream:
-        yield NamedStream(stream, describe(file))
+        yield cast(BinaryIO, NamedStream(stream, describe(file)))
 
 
 class NamedStream:

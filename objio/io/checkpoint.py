@@ -8,7 +8,7 @@ import os
 import re
 import warnings
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar, cast
 
 from objio._host import open_storage
 from objio.errors import NoCheckpointWarning
@@ -115,7 +115,7 @@ class Checkpoint:
         if not isinstance(vc, VarCollection):
             raise TypeError(f"Must pass a VarCollection to save; received type {type(vc)}.")
         with self._storage.open_writer(self._key(idx), if_absent=not overwrite) as stream:
-            self.SAVE_FN(NamedStream(stream, self.path(idx)), vc)  # type: ignore[arg-type]
+            type(self).SAVE_FN(cast(BinaryIO, NamedStream(stream, self.path(idx))), vc)
         self._apply_retention(just_written=idx)
 
     def _apply_retention(self, just_written: int) -> None:
@@ -149,7 +149,7 @@ class Checkpoint:
         if self.verbose:
             logger.info("Resuming from %s", path)
         with self._storage.open_reader(self._key(idx)) as stream:
-            self.LOAD_FN(NamedStream(stream, path), vc)  # type: ignore[arg-type]
+            type(self).LOAD_FN(cast(BinaryIO, NamedStream(stream, path)), vc)
         return idx, path
 
 
