@@ -18,6 +18,7 @@ import io
 import json
 import struct
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from typing import IO, Any, BinaryIO, Literal, cast
 
@@ -150,6 +151,7 @@ class NpzReader:
 
     def __init__(self, stream: BinaryIO, where: str = "<stream>") -> None:
         self.where = where
+        self._stream = stream
         try:
             self._archive = zipfile.ZipFile(stream)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
@@ -255,58 +257,97 @@ class NpzReader:
         info = self._members.get(member)
         if info is None:
             raise CorruptFileError(f"{self.where} has no member {member}", self.where, member)
-        with _zip_errors(self.where, member), self._archive.open(info) as f:
-            try:
-                version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(f)
-                elif version == (2, 0):
-                    shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(f)
-                else:
-                    raise ValueError(f"npy format version {version} is not supported")
-            except ValueError as e:
+        if info.compress_type == zipfile.ZIP_STORED:
+            return self._read_stored(info)
+        with _zip_errors(self.where, member), self._archive.open(info) as f:  # np.savez_compressed files
+            shape, order, dtype, _ = self._read_header(f, info, start=0)
+            array = _aligned_empty(shape, dtype)
+            _fill(cast(io.BufferedIOBase, f), array, self.where, member)
+            if f.read(1):  # also makes zipfile check the CRC, which it does at the member's end
                 raise CorruptFileError(
-                    f"{self.where}: {member} has no valid npy header ({e})", self.where, member
-                ) from e
-            if dtype.hasobject:
-                raise UnsafeFileError(
-                    f"{self.where}: {member} holds Python objects ({dtype}); objio never unpickles, "
-                    f"so it refuses to load it. Only load files from sources you trust.",
-                    self.where,
-                    member,
+                    f"{self.where}: {member} holds more than its header declares", self.where, member
                 )
-            count = int(np.prod(shape, dtype=object))
-            nbytes = count * dtype.itemsize
-            header_size = f.tell()
-            if header_size + nbytes != info.file_size:  # checked before allocating anything
-                raise CorruptFileError(
-                    f"{self.where}: {member} declares {dtype} {shape} ({nbytes} bytes of data) but holds "
-                    f"{info.file_size - header_size}; the file is corrupt",
-                    self.where,
-                    member,
-                )
-            array = np.empty(count, dtype=dtype)
-            _read_exactly(cast(io.BufferedIOBase, f), array.view(np.uint8), self.where, member)
-        order: Literal["C", "F"] = "F" if fortran_order else "C"
         return array.reshape(shape, order=order)
 
+    def _read_stored(self, info: zipfile.ZipInfo) -> np.ndarray:
+        """Read an uncompressed member straight from the stream into its array, then check its CRC."""
+        member, stream = info.filename, self._stream
+        stream.seek(info.header_offset)
+        local = stream.read(30)
+        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+            raise CorruptFileError(f"{self.where}: {member} has no local zip header", self.where, member)
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        start = info.header_offset + 30 + name_len + extra_len
+        stream.seek(start)
+        shape, order, dtype, header_size = self._read_header(stream, info, start)
+        stream.seek(start)
+        crc = zlib.crc32(stream.read(header_size))
+        array = _aligned_empty(shape, dtype)
+        crc = _fill(cast(io.BufferedIOBase, stream), array, self.where, member, crc)
+        if crc != info.CRC:
+            raise CorruptFileError(
+                f"{self.where}: {member} fails its CRC-32 check: the data was damaged after it was written",
+                self.where,
+                member,
+            )
+        return array.reshape(shape, order=order)
 
-def _read_exactly(f: io.BufferedIOBase, out: np.ndarray, where: str, member: str) -> None:
-    view = out.data
+    def _read_header(
+        self, f: IO[bytes], info: zipfile.ZipInfo, start: int
+    ) -> tuple[tuple[int, ...], Literal["C", "F"], np.dtype, int]:
+        """Shape, order, dtype and header size of the npy member at ``start``, checked against the zip directory."""
+        member = info.filename
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"npy format version {version} is not supported")
+        except ValueError as e:
+            raise CorruptFileError(f"{self.where}: {member} has no valid npy header ({e})", self.where, member) from e
+        if dtype.hasobject:
+            raise UnsafeFileError(
+                f"{self.where}: {member} holds Python objects ({dtype}); objio never unpickles, "
+                f"so it refuses to load it. Only load files from sources you trust.",
+                self.where,
+                member,
+            )
+        nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        header_size = f.tell() - start
+        if header_size + nbytes != info.file_size:  # checked before allocating anything
+            raise CorruptFileError(
+                f"{self.where}: {member} declares {dtype} {shape} ({nbytes} bytes of data) but holds "
+                f"{info.file_size - header_size}; the file is corrupt",
+                self.where,
+                member,
+            )
+        return shape, ("F" if fortran_order else "C"), dtype, header_size
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A flat uninitialised array whose data starts on an ALIGNMENT boundary.
+
+    On the CPU, jax.device_put then adopts the buffer instead of copying it.
+    """
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+    offset = -raw.ctypes.data % ALIGNMENT
+    return raw[offset : offset + nbytes].view(dtype)
+
+
+def _fill(f: io.BufferedIOBase, out: np.ndarray, where: str, member: str, crc: int = 0) -> int:
+    """Read exactly ``out.nbytes`` from ``f`` into ``out``; return the CRC-32 continued over them."""
+    view = out.view(np.uint8).data
     pos = 0
-    for chunk in _chunks(len(view)):
-        n = f.readinto(view[pos : pos + chunk])
-        if n != chunk:
-            raise CorruptFileError(f"{where}: {member} ends early, after {pos + (n or 0)} bytes", where, member)
-        pos += chunk
-    if f.read(1):  # also makes zipfile check the CRC, which it does at the member's end
-        raise CorruptFileError(f"{where}: {member} holds more data than its header declares", where, member)
-
-
-def _chunks(total: int) -> Iterator[int]:
-    while total > 0:
-        yield min(total, _CHUNK)
-        total -= _CHUNK
+    while pos < len(view):
+        n = f.readinto(view[pos : pos + _CHUNK])
+        if not n:
+            raise CorruptFileError(f"{where}: {member} ends early, after {pos} bytes of data", where, member)
+        crc = zlib.crc32(view[pos : pos + n], crc)  # while the chunk is still in cache
+        pos += n
+    return crc
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ import io
 import os
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
@@ -44,6 +45,7 @@ def test_round_trip_through_every_kind_of_location(tmp_path: Path, kind: str) ->
     fresh = _model(0.0)
     objio.load_var_collection(location, fresh)
     assert _values(fresh) == _values(_model(2.0))
+    assert all(isinstance(t, jax.Array) for t in fresh.tensors())
 
 
 def test_shared_variables_and_train_refs_are_stored_once_under_their_first_name(tmp_path: Path) -> None:

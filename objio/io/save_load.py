@@ -6,7 +6,7 @@ import collections
 from collections.abc import Callable
 from typing import Any
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 
 from objio.codec import NpzReader, write_npz
@@ -101,7 +101,16 @@ def load_var_collection(
         values = [(var, _checked(reader.read(index), var, name, where)) for var, name, index in plan]
 
     for var, value in values:
-        var.assign(jnp.asarray(value), check=False)
+        var.assign(_to_device(value, var.value), check=False)
+
+
+def _to_device(value: np.ndarray, current: Any) -> Any:
+    """``value`` as a jax array placed like the variable's current value (its sharding, if it has one).
+
+    On the CPU this adopts the reader's aligned buffer rather than copying it.
+    """
+    sharding = getattr(current, "sharding", None)
+    return jax.device_put(value, sharding) if sharding is not None else jax.device_put(value)
 
 
 def _checked(array: np.ndarray, var: BaseVar, name: str, where: str) -> np.ndarray:
