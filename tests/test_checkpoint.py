@@ -16,6 +16,7 @@ import pytest
 
 import objio
 from objio import Checkpoint, TrainVar, VarCollection
+from objio.backends import local
 
 
 def _vc(value: float = 0.0) -> VarCollection:
@@ -181,7 +182,9 @@ ckpt.save(vc, n)
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.05, 0.15, 0.3, 0.6])
-def test_killing_a_save_at_any_point_leaves_the_previous_checkpoint_restorable(tmp_path: Path, delay: float) -> None:
+def test_killing_a_save_at_any_point_leaves_the_previous_checkpoint_restorable(
+    tmp_path: Path, delay: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A 64 MiB save is SIGKILLed at several moments: before, during, after the write and the retention."""
     subprocess.run([sys.executable, "-c", _SAVER, str(tmp_path), "1"], check=True, capture_output=True)
     child = subprocess.Popen(
@@ -203,3 +206,8 @@ def test_killing_a_save_at_any_point_leaves_the_previous_checkpoint_restorable(t
         assert all(float(v.value[-1]) == idx for v in vc)
     visible = [n for n in _files(tmp_path / "ckpt") if not n.startswith(".")]
     assert visible == [ckpt.FILE_FORMAT % i for i in indices]
+
+    # The next save sweeps up whatever the killed writer left (here without waiting for it to age).
+    monkeypatch.setattr(local, "STALE_TEMP_SECONDS", -1.0)
+    ckpt.save(_vc(3.0), 3)
+    assert _files(tmp_path / "ckpt") == ["0000000003.npz"]

@@ -3,7 +3,9 @@
 A commit is the classic durable rename: write a hidden temp file in the target's own folder, fsync
 it, ``os.replace`` it over the target (or ``os.link`` it, which fails if the target exists, for
 create-only), then fsync the folder so the new name survives a power cut. The temp file lives in
-the same folder because a rename is atomic only within one file system.
+the same folder because a rename is atomic only within one file system. A writer holds a lock on
+its temp file, so the next writer in that folder can tell a killed writer's leftovers from a live
+writer's file and delete them.
 """
 
 from __future__ import annotations
@@ -12,9 +14,15 @@ import contextlib
 import errno
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; dead writers' temp files are left for the user
+    fcntl = None  # type: ignore[assignment]
 
 from objio._host import scheme_of
 from objio.backends._oserrors import translate_os_errors
@@ -25,6 +33,8 @@ from objio.storage import Capabilities, check_key, join_url
 # Temp files start with '.' (hidden from glob, so from Objax too) and end with this suffix, which
 # no checkpoint pattern such as '*.npz' matches; list() skips them.
 TEMP_SUFFIX = ".objio-tmp"
+# A temp file whose writer is gone (unlocked) and that is older than this is swept.
+STALE_TEMP_SECONDS = 60.0
 
 
 @hookimpl
@@ -74,6 +84,8 @@ class LocalStorage:
             temp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
             file = open(temp, "xb")
         try:
+            _lock_as_alive(file)
+            _sweep_dead_temp_files(folder)
             yield file  # type: ignore[misc]
             if file.closed:  # a save function may close what it was given; the data is still ours
                 _fsync_file(temp)
@@ -128,6 +140,39 @@ class LocalStorage:
             if os.path.isdir(path):
                 raise FileNotFoundError(errno.ENOENT, "is a folder, not an object", path)
             return os.path.getsize(path)
+
+
+def _lock_as_alive(file: BinaryIO) -> None:
+    """Hold an exclusive lock on our temp file while we write it; the kernel drops it if we die."""
+    if fcntl is not None:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _sweep_dead_temp_files(folder: str) -> None:
+    """Delete temp files in ``folder`` left by writers that were killed (nobody holds their lock).
+
+    A writer that was SIGKILLed cannot clean up after itself; without this, every preemption in the
+    middle of a save would leave a checkpoint-sized hidden file behind for good. The age check
+    covers the instant between another writer creating its temp file and locking it.
+    """
+    if fcntl is None:
+        return
+    now = time.time()
+    with os.scandir(folder) as entries:
+        stale = [e.path for e in entries if e.name.endswith(TEMP_SUFFIX) and e.is_file(follow_symlinks=False)]
+    for path in stale:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # gone already, or not ours to read
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if now - os.fstat(fd).st_mtime > STALE_TEMP_SECONDS:
+                os.unlink(path)
+        except OSError:
+            pass  # locked: its writer is alive
+        finally:
+            os.close(fd)
 
 
 def _fsync_file(path: str) -> None:
