@@ -103,4 +103,4 @@ class DtypeMismatchError(ObjioError, TypeError):
 
 
 class NoCheckpointWarning(UserWarning):
-    """:meth:`objio.Checkpoint.restore` found no checkpoint and left the variables as they were."""
+    """:meth:`objio.io.Checkpoint.restore` found no checkpoint and left the variables as they were."""

@@ -1,6 +1,6 @@
 """The Storage protocol: the one contract between objio's core and every backend.
 
-The core (codec, save/load, :class:`~objio.Checkpoint`) talks to storage through these methods only.
+The core (codec, save/load, :class:`~objio.io.Checkpoint`) talks to storage through these methods only.
 A backend is any object with them; it is found through the ``objio_storage`` hook
 (see :mod:`objio.hookspecs`) and must pass the conformance suite in :mod:`objio.testing`.
 

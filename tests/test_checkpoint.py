@@ -104,7 +104,7 @@ def test_second_writer_for_an_index_fails_loudly_unless_overwrite(tmp_path: Path
 
 
 def test_keep_ckpts_is_validated_and_none_keeps_all(tmp_path: Path) -> None:
-    for bad in (0, -1, 2.5):
+    for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="keep_ckpts"):
             Checkpoint(tmp_path, keep_ckpts=bad)  # type: ignore[arg-type]
     ckpt = Checkpoint(tmp_path, keep_ckpts=None)

@@ -77,7 +77,7 @@ class Checkpoint:
         :param verbose: log (at INFO, logger ``objio``) which checkpoint is restored.
         :param storage_options: options for the storage backend of a URL.
         """
-        if keep_ckpts is not None and (not isinstance(keep_ckpts, int) or keep_ckpts < 1):
+        if keep_ckpts is not None and (type(keep_ckpts) is not int or keep_ckpts < 1):
             raise ValueError(f"keep_ckpts must be an int >= 1 (or None to keep all), got {keep_ckpts!r}")
         self.logdir = os.fspath(logdir)
         self.keep_ckpts = keep_ckpts
