@@ -57,3 +57,26 @@ def test_a_save_function_that_closes_its_stream_still_commits(tmp_path: Path) ->
         f.close()
     with storage.open_reader("closed.bin") as f:
         assert f.read() == b"data"
+
+
+
+def test_a_writer_waits_for_a_sweeper_that_is_checking_its_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another writer's sweep may hold the lock of our brand-new temp file for an instant (it is
+    # checking whether the file is dead); locking it must wait for that, not fail the write.
+    import fcntl
+    import threading
+
+    original = local._lock_as_alive
+
+    def lock_while_a_sweeper_holds_it(file):  # type: ignore[no-untyped-def]
+        sweeper = os.open(file.name, os.O_RDONLY)
+        fcntl.flock(sweeper, fcntl.LOCK_EX)
+        threading.Timer(0.2, os.close, args=(sweeper,)).start()  # the sweeper lets go
+        original(file)
+
+    monkeypatch.setattr(local, "_lock_as_alive", lock_while_a_sweeper_holds_it)
+    with objio.open_storage(tmp_path).open_writer("obj", if_absent=True) as f:
+        f.write(b"x")
+    assert (tmp_path / "obj").read_bytes() == b"x"

@@ -145,7 +145,8 @@ class LocalStorage:
 def _lock_as_alive(file: BinaryIO) -> None:
     """Hold an exclusive lock on our temp file while we write it; the kernel drops it if we die."""
     if fcntl is not None:
-        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Blocking: a sweeper in another writer may hold it for an instant while it checks the file.
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX)
 
 
 def _sweep_dead_temp_files(folder: str) -> None:
