@@ -17,6 +17,7 @@ __all__ = [
     "ObjioError",
     "ShapeMismatchError",
     "StorageError",
+    "StorageOptionsError",
     "StoragePermissionError",
     "StorageUnavailableError",
     "UnsafeFileError",
@@ -55,6 +56,10 @@ class StoragePermissionError(StorageError, PermissionError):
 
 class StorageUnavailableError(StorageError, ConnectionError):
     """The storage service did not answer in time, or kept failing after retries."""
+
+
+class StorageOptionsError(ObjioError, TypeError, ValueError):
+    """A backend does not take the ``storage_options`` it was given (unknown name, bad value)."""
 
 
 class BackendNotFoundError(ObjioError, ValueError):

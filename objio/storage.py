@@ -67,8 +67,10 @@ class Storage(Protocol):
         object (or stays absent) and nothing partial is ever visible or listed.
 
         :param if_absent: commit only if ``key`` does not exist at commit time.
-        :raises ObjectExistsError: on exit, when ``if_absent`` is set and ``key`` exists (or another
-            writer committed first); the existing object is left untouched.
+        :raises ObjectExistsError: when ``if_absent`` is set and ``key`` exists (or another writer
+            committed first); the existing object is left untouched. Raised on exit at the latest; a
+            backend may raise it earlier (on open, ``write`` or ``flush``) to spare a zombie job
+            from uploading gigabytes for nothing.
         """
         ...
 

@@ -106,5 +106,6 @@ def test_builtin_backends_are_registered_as_plugins() -> None:
 
 
 def test_builtin_backends_refuse_options_they_do_not_take(tmp_path: Path) -> None:
-    with pytest.raises(TypeError, match="takes no storage options"):
+    with pytest.raises(objio.StorageOptionsError, match="takes no storage options") as caught:
         objio.open_storage(tmp_path, {"anon": True})
+    assert isinstance(caught.value, TypeError) and isinstance(caught.value, ValueError)

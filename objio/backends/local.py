@@ -26,7 +26,7 @@ except ImportError:  # Windows: no flock; dead writers' temp files are left for 
 
 from objio._host import scheme_of
 from objio.backends._oserrors import translate_os_errors
-from objio.errors import ObjectExistsError
+from objio.errors import ObjectExistsError, StorageOptionsError
 from objio.hookspecs import hookimpl
 from objio.storage import Capabilities, check_key, join_url
 
@@ -47,7 +47,7 @@ def objio_storage(url: str, options: dict[str, Any]) -> LocalStorage | None:
     else:
         return None
     if options:
-        raise TypeError(f"the local backend takes no storage options, got {sorted(options)} for {url!r}")
+        raise StorageOptionsError(f"the local backend takes no storage options, got {sorted(options)} for {url!r}")
     return LocalStorage(path, url=url)
 
 

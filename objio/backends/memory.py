@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from objio._host import scheme_of
-from objio.errors import ObjectExistsError, ObjectNotFoundError
+from objio.errors import ObjectExistsError, ObjectNotFoundError, StorageOptionsError
 from objio.hookspecs import hookimpl
 from objio.storage import Capabilities, check_key, join_url
 
@@ -30,7 +30,7 @@ class MemoryBackend:
         if scheme_of(url) != "memory":
             return None
         if options:
-            raise TypeError(f"the memory backend takes no storage options, got {sorted(options)} for {url!r}")
+            raise StorageOptionsError(f"the memory backend takes no storage options, got {sorted(options)} for {url!r}")
         root = url[len("memory://") :].strip("/")
         return MemoryStorage(self._objects, self._lock, root, url=url)
 
