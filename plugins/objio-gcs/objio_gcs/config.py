@@ -1,0 +1,164 @@
+"""What a ``gs://`` URL and the user's ``storage_options=`` mean, and the gcsfs client they configure.
+
+Configuration follows what GCS users already do: application default credentials unless a token is
+given, ``STORAGE_EMULATOR_HOST`` for an emulator, and explicit options when neither fits::
+
+    objio.Checkpoint("gs://bucket/run", keep_ckpts=3)                      # ADC, real GCS
+    objio.Checkpoint("gs://bucket/run", 3, storage_options={"project": "p", "token": "/key.json"})
+    objio.Checkpoint("gs://bucket/run", 3, storage_options={"endpoint": "http://127.0.0.1:4443"})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from objio_gcs.errors import GCSOptionsError, credentials_error
+
+if TYPE_CHECKING:
+    from gcsfs.core import GCSFileSystem
+
+__all__ = ["GCSOptions", "make_filesystem", "split_url"]
+
+EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+# gcsfs >= 2025.x swaps in a gRPC-capable file system unless this is false; against an emulator its
+# bucket-type probe waits 60 s per call (found on this project's machine, see ARCHITECTURE.md).
+ZB_HNS_ENV = "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"
+
+#: GCS takes resumable chunks in multiples of this (all but the last).
+CHUNK_ALIGNMENT = 256 * 1024
+SCHEMES = ("gs", "gcs")
+
+
+@dataclasses.dataclass(frozen=True)
+class GCSOptions:
+    """The options the GCS backend accepts in ``storage_options=``.
+
+    :ivar project: the Google Cloud project; needed only for requester-pays buckets.
+    :ivar token: credentials as gcsfs takes them: ``None`` for application default credentials
+        (``"anon"`` when an emulator is in use), ``"google_default"``, ``"anon"``, ``"cloud"`` (the
+        metadata server), a path to a service-account or authorized-user JSON file, a dict of one, or a
+        ``google.auth.credentials.Credentials``.
+    :ivar endpoint: the service's base URL, such as ``"http://127.0.0.1:4443"`` for an emulator
+        (also spelt ``endpoint_url``); defaults to ``$STORAGE_EMULATOR_HOST``, else Google's.
+    :ivar requester_pays: bill requests to ``project`` (or to this project ID, if a string).
+    :ivar chunk_size: bytes per upload request. Up to this size an object is written in one request;
+        larger objects stream through a resumable session, this many bytes at a time, holding at
+        most two chunks in memory. A multiple of 256 KiB.
+    :ivar timeout: seconds one request may wait to connect or for the server's next bytes.
+    :ivar retry_deadline: seconds for which a failing request is retried, with exponential backoff,
+        counted from its first failure. A dead endpoint gives
+        :class:`~objio.errors.StorageUnavailableError` after about this long; a silent one (that
+        accepts connections but never answers) after about this plus one or two ``timeout``.
+    """
+
+    project: str | None = None
+    token: Any = None
+    endpoint: str | None = None
+    requester_pays: bool | str = False
+    chunk_size: int = 64 << 20
+    timeout: float = 30.0
+    retry_deadline: float = 30.0
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> GCSOptions:
+        """Validate the user's ``storage_options``.
+
+        :raises GCSOptionsError: an unknown option or a value out of range; the message lists what is
+            accepted.
+        """
+        options = dict(options)
+        if "endpoint_url" in options:  # the spelling gcsfs and s3fs use
+            if "endpoint" in options:
+                raise GCSOptionsError("give either 'endpoint' or 'endpoint_url' in storage_options, not both")
+            options["endpoint"] = options.pop("endpoint_url")
+        accepted = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise GCSOptionsError(
+                f"unknown storage_options {unknown} for a gs:// URL; the GCS backend accepts {accepted} "
+                f"(and 'endpoint_url' for 'endpoint')"
+            )
+        opts = cls(**options)
+        if (
+            isinstance(opts.chunk_size, bool)
+            or not isinstance(opts.chunk_size, int)
+            or opts.chunk_size < CHUNK_ALIGNMENT
+            or opts.chunk_size % CHUNK_ALIGNMENT
+        ):
+            raise GCSOptionsError(
+                f"storage_options['chunk_size'] must be a positive multiple of 256 KiB ({CHUNK_ALIGNMENT}), "
+                f"got {opts.chunk_size!r}"
+            )
+        for name in ("timeout", "retry_deadline"):
+            value = getattr(opts, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise GCSOptionsError(f"storage_options[{name!r}] must be a positive number of seconds, got {value!r}")
+        if opts.endpoint is not None and not isinstance(opts.endpoint, str):
+            raise GCSOptionsError(f"storage_options['endpoint'] must be a URL string, got {opts.endpoint!r}")
+        return opts
+
+    def resolved_endpoint(self) -> str | None:
+        """The explicit endpoint, else ``$STORAGE_EMULATOR_HOST``, as ``scheme://host:port``; ``None`` for Google."""
+        endpoint = self.endpoint or os.environ.get(EMULATOR_ENV, "")
+        if endpoint in ("", "default"):
+            return None
+        if "://" not in endpoint:  # the emulator convention allows a bare host:port
+            endpoint = "http://" + endpoint
+        return endpoint.rstrip("/")
+
+    def resolved_token(self, endpoint: str | None) -> Any:
+        """The credentials to use: as given, else anonymous for an emulator, else application defaults.
+
+        An emulator needs no credentials, and looking for them could probe the GCE metadata server;
+        google-cloud-storage makes the same choice for ``STORAGE_EMULATOR_HOST``.
+        """
+        if self.token is not None:
+            return self.token
+        return "anon" if endpoint is not None else "google_default"
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """``gs://bucket/some/prefix`` as ``("bucket", "some/prefix/")``; the prefix is ``""`` at the top.
+
+    :raises GCSOptionsError: not a ``gs://`` or ``gcs://`` URL with a bucket name.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in SCHEMES or not parts.netloc:
+        raise GCSOptionsError(f"not a GCS URL with a bucket: {url!r}; write it as gs://bucket/path")
+    if parts.query or parts.fragment:
+        raise GCSOptionsError(f"a GCS root URL takes no query or fragment: {url!r}")
+    prefix = parts.path.strip("/")
+    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+        raise GCSOptionsError(f"a GCS root URL may not contain empty, '.' or '..' parts: {url!r}")
+    return parts.netloc, prefix + "/" if prefix else ""
+
+
+def make_filesystem(opts: GCSOptions, url: str) -> GCSFileSystem:
+    """The gcsfs file system (credentials, endpoint, aiohttp session, IO loop) for these options.
+
+    fsspec caches file systems by their arguments, so storages with the same options share one
+    connection pool.
+
+    :raises StoragePermissionError: the credentials cannot be loaded.
+    """
+    endpoint = opts.resolved_endpoint()
+    if endpoint is not None:
+        # Must happen before gcsfs is first imported; a user's explicit setting wins.
+        os.environ.setdefault(ZB_HNS_ENV, "false")
+    # The plain JSON-API file system, whatever the variable says: this backend only uses its
+    # credentials and session, never its gRPC (zonal bucket) paths.
+    from gcsfs.core import GCSFileSystem
+
+    kwargs: dict[str, Any] = {"token": opts.resolved_token(endpoint), "endpoint_url": endpoint}
+    if opts.project is not None:
+        kwargs["project"] = opts.project
+    if opts.requester_pays:
+        kwargs["requester_pays"] = opts.requester_pays
+    try:
+        return GCSFileSystem(**kwargs)
+    except Exception as e:  # noqa: BLE001 - google-auth raises many types for missing or bad credentials
+        raise credentials_error(url, e) from e

@@ -1,0 +1,27 @@
+"""objio's entry point for GCS: claims ``gs://`` and ``gcs://`` URLs.
+
+Loaded whenever objio builds its plugin manager, so it imports nothing heavy: gcsfs and aiohttp are
+imported only when a GCS storage is opened.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import objio
+
+if TYPE_CHECKING:
+    from objio_gcs.storage import GCSStorage
+
+SCHEMES = ("gs", "gcs")
+
+
+@objio.hookimpl
+def objio_storage(url: str, options: dict[str, Any]) -> GCSStorage | None:
+    """A :class:`~objio_gcs.storage.GCSStorage` for a ``gs://`` URL, else ``None``."""
+    if "://" not in url or urlsplit(url).scheme.lower() not in SCHEMES:
+        return None
+    from objio_gcs.storage import GCSStorage
+
+    return GCSStorage(url, options)

@@ -1,0 +1,247 @@
+"""Failures the emulator never produces: error statuses, transient faults, dead and silent endpoints.
+
+A small scripted HTTP server on 127.0.0.1 answers what each test tells it to; a closed port and a
+listening socket that never answers stand in for dead endpoints.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.server
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import objio
+from objio.errors import (
+    ObjectExistsError,
+    ObjectNotFoundError,
+    StorageError,
+    StoragePermissionError,
+    StorageUnavailableError,
+)
+
+Answer = tuple[int, dict[str, str], bytes]
+Script = Callable[[str, str, dict[str, str], bytes], Answer]
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Answer:
+    return status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(body).encode()
+
+
+def _error(status: int, message: str) -> Answer:
+    return _json(status, {"error": {"code": status, "message": message}})
+
+
+class ScriptedGCS:
+    """An HTTP server whose answers come from :attr:`script`; :attr:`seen` lists the requests."""
+
+    def __init__(self) -> None:
+        self.script: Script = lambda method, path, headers, body: _error(500, "no script")
+        self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = dict(self.headers.items())
+                outer.seen.append((self.command, self.path, headers, body))
+                status, answer_headers, payload = outer.script(self.command, self.path, headers, body)
+                self.send_response(status)
+                for name, value in answer_headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def storage(self, **options: Any) -> Any:
+        return objio.open_storage("gs://bkt/run", {"endpoint": self.endpoint, **options})
+
+
+@pytest.fixture
+def gcs(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedGCS]:
+    monkeypatch.setattr("objio_gcs.transport._FIRST_BACKOFF", 0.05)  # keep retry tests quick
+    server = ScriptedGCS()
+    yield server
+    server.close()
+
+
+def _metadata(size: int = 3, **extra: Any) -> Answer:
+    return _json(200, {"name": "run/k", "size": str(size), "generation": "7", **extra})
+
+
+# -- status codes ---------------------------------------------------------------------------------
+
+
+def test_transient_statuses_are_retried_with_backoff(gcs: ScriptedGCS) -> None:
+    answers = iter([_error(503, "backend error"), _error(429, "rate limited"), _error(500, "oops"), _metadata(3)])
+    gcs.script = lambda *request: next(answers)
+    assert gcs.storage().size("k") == 3
+    assert len(gcs.seen) == 4
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "text"),
+    [
+        (403, StoragePermissionError, "permission denied to read gs://bkt/run/k: HTTP 403 .*no storage.objects.get"),
+        (401, StoragePermissionError, "permission denied .* `gcloud auth application-default login`"),
+        (404, ObjectNotFoundError, "gs://bkt/run/k does not exist"),
+        (400, StorageError, "GCS refused to read gs://bkt/run/k: HTTP 400 .*no storage.objects.get"),
+    ],
+)
+def test_final_statuses_become_objio_errors_at_once(
+    gcs: ScriptedGCS, status: int, error: type[Exception], text: str
+) -> None:
+    gcs.script = lambda *request: _error(status, "caller has no storage.objects.get access")
+    with pytest.raises(error, match=text) as caught:
+        gcs.storage().size("k")
+    assert type(caught.value) is error  # not a subclass that would mean something else
+    assert len(gcs.seen) == 1  # not retried
+
+
+def test_permission_errors_are_permission_errors(gcs: ScriptedGCS) -> None:
+    gcs.script = lambda *request: _error(403, "forbidden")
+    with pytest.raises(PermissionError):
+        gcs.storage().list()
+
+
+def test_persistent_server_errors_give_unavailable_within_the_deadline(gcs: ScriptedGCS) -> None:
+    gcs.script = lambda *request: _error(503, "backend error")
+    start = time.monotonic()
+    with pytest.raises(StorageUnavailableError, match=r"HTTP 503: backend error.* attempts"):
+        gcs.storage(retry_deadline=1).exists("k")
+    assert time.monotonic() - start < 5
+    assert len(gcs.seen) > 2
+
+
+# -- create-only on an ambiguous retry ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ours", [True, False])
+def test_a_retried_create_only_upload_checks_whose_object_it_found(gcs: ScriptedGCS, ours: bool) -> None:
+    data = b"checkpoint bytes"
+    md5 = base64.b64encode(hashlib.md5(data if ours else b"other bytes").digest()).decode()
+    answers = iter([_error(503, "the first try may have landed"), _error(412, "Precondition Failed")])
+
+    def script(method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        if method == "POST":
+            return next(answers)
+        return _metadata(len(data), md5Hash=md5)
+
+    gcs.script = script
+    storage = gcs.storage()
+    if ours:
+        with storage.open_writer("k", if_absent=True) as f:
+            f.write(data)
+    else:
+        with pytest.raises(ObjectExistsError, match="gs://bkt/run/k already exists"):
+            with storage.open_writer("k", if_absent=True) as f:
+                f.write(data)
+
+
+def test_a_first_try_412_is_always_taken(gcs: ScriptedGCS) -> None:
+    gcs.script = lambda *request: _error(412, "Precondition Failed")
+    with pytest.raises(ObjectExistsError):
+        with gcs.storage().open_writer("k", if_absent=True) as f:
+            f.write(b"x")
+    assert [r[0] for r in gcs.seen] == ["POST"]
+
+
+# -- resumable uploads resume where GCS stopped ----------------------------------------------------
+
+
+class _ResumableServer:
+    """Just enough of GCS's resumable protocol, with one chunk that fails after keeping part of it."""
+
+    def __init__(self, fail_chunk: int, kept: float) -> None:
+        self.data = bytearray()
+        self.finished = False
+        self.fail_chunk = fail_chunk
+        self.kept = kept
+        self.chunks = 0
+
+    def __call__(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        if method == "POST":
+            return 200, {"Location": "/upload/session/1"}, b""  # relative, as HTTP allows
+        content_range = headers["Content-Range"]
+        if content_range == "bytes */*":  # a status check
+            return 308, ({"Range": f"bytes=0-{len(self.data) - 1}"} if self.data else {}), b""
+        match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)|bytes \*/(\d+)", content_range)
+        assert match, content_range
+        if match[1] is not None:
+            assert int(match[1]) == len(self.data), "a chunk must start where the session stands"
+            self.chunks += 1
+            if self.chunks == self.fail_chunk:
+                self.data += body[: int(len(body) * self.kept)]
+                return _error(503, "the answer is lost")
+            self.data += body
+        total = match[3] or match[4]
+        if total not in (None, "*") and int(total) == len(self.data):
+            self.finished = True
+            return _json(200, {"name": "run/k", "size": total})
+        return 308, {"Range": f"bytes=0-{len(self.data) - 1}"}, b""
+
+
+@pytest.mark.parametrize("kept", [0.5, 1.0], ids=["half kept", "all kept"])
+@pytest.mark.parametrize("fail_chunk", [2, 5], ids=["middle chunk", "final chunk"])
+def test_a_failed_chunk_resumes_from_what_gcs_kept(gcs: ScriptedGCS, fail_chunk: int, kept: float) -> None:
+    server = _ResumableServer(fail_chunk, kept)
+    gcs.script = server
+    data = bytes(range(256)) * 4096 + b"tail"  # four chunks of 256 KiB and a short one
+    with gcs.storage(chunk_size=256 * 1024).open_writer("k") as f:
+        f.write(data)
+    assert server.finished and bytes(server.data) == data
+    assert sum(1 for r in gcs.seen if r[2].get("Content-Range") == "bytes */*") == 1
+
+
+# -- endpoints that do not answer --------------------------------------------------------------------
+
+
+def test_a_dead_endpoint_gives_unavailable_in_bounded_time() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"  # closed when the block ends: nothing listens
+    storage = objio.open_storage("gs://bkt/run", {"endpoint": endpoint})  # default retry policy
+    start = time.monotonic()
+    with pytest.raises(StorageUnavailableError, match=f"could not list gs://bkt/run: {endpoint} did not answer"):
+        storage.list()
+    elapsed = time.monotonic() - start
+    assert 5 < elapsed < 40, elapsed  # it did retry, and it gave up within the deadline
+    assert isinstance(StorageUnavailableError("x"), ConnectionError)
+
+
+def test_a_silent_endpoint_times_out() -> None:
+    with socket.socket() as listener:  # accepts connections (the kernel does) and never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        storage = objio.open_storage("gs://bkt/run", {"endpoint": endpoint, "timeout": 0.5, "retry_deadline": 1})
+        start = time.monotonic()
+        with pytest.raises(StorageUnavailableError, match="did not answer"):
+            storage.exists("k")
+        assert time.monotonic() - start < 5
