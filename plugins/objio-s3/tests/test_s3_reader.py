@@ -1,0 +1,164 @@
+"""Reads: range requests only for what is read, the zip directory in one request, a subset of
+variables without the rest of the file, few large requests for a sequential read."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import objio
+from objio.errors import ObjectExistsError, StorageError
+from objio_s3 import S3Storage
+from objio_s3.reader import S3Reader
+
+MiB = 1 << 20
+
+
+def _payload(nbytes: int, seed: int = 0) -> bytes:
+    return np.random.default_rng(seed).integers(0, 256, nbytes, dtype=np.uint8).tobytes()
+
+
+def _storage(bucket: str, **options: Any) -> S3Storage:
+    storage = objio.open_storage(f"s3://{bucket}/run", options)
+    assert isinstance(storage, S3Storage)
+    return storage
+
+
+def _write(storage: S3Storage, key: str, data: bytes) -> None:
+    with storage.open_writer(key) as f:
+        f.write(data)
+
+
+def _model(count: int, floats_each: int) -> objio.VarCollection:
+    return objio.VarCollection(
+        {f"(Net).w{i}": objio.TrainVar(jnp.full((floats_each,), i, jnp.float32)) for i in range(count)}
+    )
+
+
+def test_a_small_read_fetches_one_block(bucket: str) -> None:
+    storage = _storage(bucket)
+    data = _payload(8 * MiB)
+    _write(storage, "obj", data)
+    with storage.open_reader("obj") as r:
+        assert isinstance(r, S3Reader)
+        r.seek(4 * MiB)
+        assert r.read(100) == data[4 * MiB : 4 * MiB + 100]
+        assert r.read(100) == data[4 * MiB + 100 : 4 * MiB + 200]  # from the same window
+        assert (r.requests, r.fetched_bytes) == (1, storage.transfer.read_block_size)
+
+
+def test_zip_directory_comes_in_one_request(bucket: str) -> None:
+    storage = _storage(bucket)
+    objio.save_var_collection(f"s3://{bucket}/run/model.npz", _model(50, 40_000))  # 8 MB, 52 members
+    block = storage.transfer.read_block_size
+    with storage.open_reader("model.npz") as r:
+        archive = zipfile.ZipFile(r)
+        assert len(archive.infolist()) == 52
+        # One request for the end (zipfile reads it in several small reads), and the first block,
+        # where names.npy is, fetched alongside: reading it then costs no further request.
+        assert (r.requests, r.fetched_bytes) == (2, 2 * block)
+        assert archive.read("names.npy")[:6] == b"\x93NUMPY"
+        assert r.requests == 2
+
+
+def test_loading_a_subset_fetches_only_its_bytes(bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"s3://{bucket}/run/model.npz"
+    full = _model(8, MiB // 2)  # 8 variables of 2 MiB
+    objio.save_var_collection(url, full)
+    readers: list[S3Reader] = []
+    open_reader = S3Storage.open_reader
+
+    def spy(self: S3Storage, key: str) -> S3Reader:
+        readers.append(open_reader(self, key))
+        return readers[-1]
+
+    monkeypatch.setattr(S3Storage, "open_reader", spy)
+    part = objio.VarCollection({"(Net).w5": objio.TrainVar(jnp.zeros((MiB // 2,), jnp.float32))})
+    objio.load_var_collection(url, part)
+    assert float(part["(Net).w5"].value[0]) == 5.0
+    (reader,) = readers
+    # The directory at the end, the start of names.npy (its window) and member 5: 2 MiB of data
+    # plus at most a block on either side, out of a 16 MiB file.
+    assert 2 * MiB < reader.fetched_bytes <= 2 * MiB + 3 * storage_block(bucket), reader.fetched_bytes
+    assert reader.requests <= 4
+
+
+def storage_block(bucket: str) -> int:
+    return _storage(bucket).transfer.read_block_size
+
+
+def test_a_sequential_read_takes_few_large_requests(bucket: str) -> None:
+    storage = _storage(bucket, read_ahead=32 * MiB)
+    data = _payload(48 * MiB, seed=1)
+    _write(storage, "obj", data)
+    with storage.open_reader("obj") as r:
+        out = bytearray()
+        while chunk := r.read(4 * MiB):
+            out += chunk
+        assert out == data
+        # 4 + 4 MiB, then windows that double with what the stream has read (8, 16, 16 MiB, the
+        # last ones fetched ahead while the previous was read): 5 requests for 12 reads.
+        assert r.requests <= 5
+        assert r.fetched_bytes == len(data)
+
+
+def test_closing_in_mid_stream_drops_the_window_fetched_ahead(bucket: str) -> None:
+    storage = _storage(bucket, read_ahead=4 * MiB)
+    data = _payload(32 * MiB, seed=5)
+    _write(storage, "obj", data)
+    r = storage.open_reader("obj")
+    assert r.read(MiB) + r.read(MiB) + r.read(4 * MiB) + r.read(4 * MiB) == data[: 10 * MiB]
+    assert r.fetched_bytes > 10 * MiB  # the next window is on its way
+    r.close()
+    assert r.closed and r.fetched_bytes < 20 * MiB
+    with pytest.raises(ValueError):
+        r.read(1)
+
+
+def test_parallel_range_requests(bucket: str) -> None:
+    storage = _storage(bucket, read_concurrency=4, read_block_size=2 * MiB, read_ahead=16 * MiB)
+    data = _payload(16 * MiB, seed=2)
+    _write(storage, "obj", data)
+    with storage.open_reader("obj") as r:
+        assert r.read() == data
+        assert r.requests == 4  # one 16 MiB fetch, as 4 ranges sent at once
+
+
+def test_readinto_and_read_after_close(bucket: str) -> None:
+    storage = _storage(bucket)
+    _write(storage, "obj", b"0123456789")
+    r = storage.open_reader("obj")
+    buffer = bytearray(4)
+    r.seek(3)
+    assert r.readinto(buffer) == 4 and buffer == b"3456"
+    assert r.readinto(bytearray(10)) == 3
+    assert isinstance(r, io.RawIOBase) and r.seekable() and r.readable() and not r.writable()
+    r.close()
+    with pytest.raises(ValueError):
+        r.read(1)
+
+
+def test_an_object_replaced_while_read_fails_the_read(bucket: str) -> None:
+    storage = _storage(bucket, read_block_size=64 << 10, read_ahead=64 << 10)
+    _write(storage, "obj", _payload(MiB, seed=3))
+    with storage.open_reader("obj") as r:
+        assert len(r.read(10)) == 10
+        _write(storage, "obj", _payload(MiB, seed=4))  # a new version under the open reader
+        r.seek(512 << 10)
+        with pytest.raises(StorageError, match="replaced while it was being read") as caught:
+            r.read(10)
+        assert not isinstance(caught.value, ObjectExistsError)
+
+
+def test_np_load_reads_straight_from_the_reader(bucket: str) -> None:
+    """A plain np.load over the reader: the files are standard npz, read with range requests."""
+    url = f"s3://{bucket}/run/model.npz"
+    objio.save_var_collection(url, _model(3, 1000))
+    with _storage(bucket).open_reader("model.npz") as r, np.load(r) as npz:
+        assert list(npz["names"]) == ["(Net).w0", "(Net).w1", "(Net).w2"]
+        np.testing.assert_array_equal(npz["2"], np.full(1000, 2, np.float32))
