@@ -16,9 +16,9 @@ threads, looks up the object through gcsfs's listing cache, and retries without 
 from __future__ import annotations
 
 import io
-import os
 
 from objio.errors import ObjectNotFoundError, StorageError
+from objio.readers import SeekableReader
 from objio_gcs.transport import Transport
 
 __all__ = ["GCSRangeReader", "open_range_reader"]
@@ -27,7 +27,7 @@ __all__ = ["GCSRangeReader", "open_range_reader"]
 READ_BUFFER = 256 * 1024
 
 
-class GCSRangeReader(io.RawIOBase):
+class GCSRangeReader(SeekableReader):
     """A raw, seekable, read-only view of one generation of a GCS object.
 
     :ivar bytes_fetched: bytes received so far (diagnostics: a partial load shows here).
@@ -35,61 +35,33 @@ class GCSRangeReader(io.RawIOBase):
     """
 
     def __init__(self, transport: Transport, bucket: str, name: str, *, size: int, generation: str, url: str) -> None:
-        super().__init__()
+        super().__init__(url, size)
         self._t = transport
         self._media_url = transport.object_url(bucket, name)
         self._generation = generation
-        self._size = size
-        self._pos = 0
-        self.name = url
         self.bytes_fetched = 0
         self.requests = 0
 
     def __repr__(self) -> str:
         return f"GCSRangeReader({self.name!r}, generation={self._generation})"
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        self._check_open()
-        return self._pos
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        self._check_open()
-        if whence == os.SEEK_SET:
-            pos = offset
-        elif whence == os.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == os.SEEK_END:
-            pos = self._size + offset
-        else:
-            raise ValueError(f"invalid whence {whence!r}")
-        if pos < 0:
-            raise ValueError(f"negative seek position {pos} in {self.name}")
-        self._pos = pos
-        return pos
-
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         self._check_open()
         view = memoryview(buffer).cast("B")
-        n = min(len(view), self._size - self._pos)
+        n = min(len(view), self._size - self._position)
         if n <= 0:
             return 0
-        self._fetch(self._pos, view[:n])
-        self._pos += n
+        self._fetch(self._position, view[:n])
+        self._position += n
         return n
 
     def readall(self) -> bytes:
         self._check_open()
-        n = max(self._size - self._pos, 0)
+        n = max(self._size - self._position, 0)
         out = bytearray(n)
         if n:
-            self._fetch(self._pos, memoryview(out))
-            self._pos += n
+            self._fetch(self._position, memoryview(out))
+            self._position += n
         return bytes(out)
 
     def _fetch(self, start: int, into: memoryview) -> None:
@@ -120,10 +92,6 @@ class GCSRangeReader(io.RawIOBase):
                 f"{response.status} and {response.nbytes} bytes",
                 url=self.name,
             )
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise ValueError(f"I/O operation on a closed reader of {self.name}")
 
 
 def open_range_reader(transport: Transport, bucket: str, name: str, url: str) -> io.BufferedReader:

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import io
-import os
 from typing import Any
 
 import fsspec.asyn
 import s3fs
 
+from objio.readers import SeekableReader
 from objio_s3 import _client
 from objio_s3.config import Transfer
 from objio_s3.errors import Op, s3_errors
@@ -39,7 +38,7 @@ _SMALL_GAP = 64  # bytes a read may skip and still continue a stream
 _PREFETCH_STREAK = 3  # fetches in a row after which the next window is fetched ahead
 
 
-class S3Reader(io.RawIOBase):
+class S3Reader(SeekableReader):
     """A read-only, seekable binary file over ``bucket/key`` (``size`` bytes, version ``etag``).
 
     :ivar fetched_bytes: bytes fetched from S3 so far (to check that partial loads stay partial).
@@ -57,17 +56,14 @@ class S3Reader(io.RawIOBase):
         etag: str | None,
         transfer: Transfer,
     ) -> None:
-        super().__init__()
+        super().__init__(url, size)
         self._fs = fs
         self._bucket = bucket
         self._key = key
-        self.name = url
-        self._size = size
         self._etag = etag
         self._block = transfer.read_block_size
         self._max_ahead = transfer.read_ahead
         self._concurrency = transfer.read_concurrency
-        self._position = 0
         self._window = b""
         self._window_start = 0
         self._streak = 0  # fetches in a row that continued the previous read
@@ -78,35 +74,6 @@ class S3Reader(io.RawIOBase):
 
     def __repr__(self) -> str:
         return f"<S3Reader {self.name!r} at {self._position} of {self._size}>"
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        self._check_open()
-        return self._position
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        self._check_open()
-        if whence == os.SEEK_SET:
-            position = offset
-        elif whence == os.SEEK_CUR:
-            position = self._position + offset
-        elif whence == os.SEEK_END:
-            position = self._size + offset
-        else:
-            raise ValueError(f"invalid whence ({whence!r}, should be 0, 1 or 2)")
-        if position < 0:
-            raise OSError(22, f"negative seek position {position} in {self.name}")
-        self._position = position
-        return position
 
     def read(self, size: int | None = -1) -> bytes:
         self._check_open()
@@ -133,10 +100,6 @@ class S3Reader(io.RawIOBase):
             self._prefetch = None
         self._window = b""
         super().close()
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise ValueError(f"I/O operation on the closed reader of {self.name}")
 
     # -- fetching ---------------------------------------------------------------------------
 
