@@ -21,13 +21,10 @@ import numpy as np
 import objio
 
 
-def _median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -73,17 +70,21 @@ def main() -> None:
         def objio_load() -> None:
             objio.load_var_collection(objio_path, vc)
 
-        rows = []
-        for label, fn in [
+        steps = [
             ("raw write+fsync", raw_save),
             ("np.savez", np_save),
             ("objio save", objio_save),
             ("raw read", raw_load),
             ("np.load", np_load),
             ("objio load", objio_load),
-        ]:
+        ]
+        for _, fn in steps:
             fn()  # warm up: page cache, jit, allocator
-            rows.append((label, _median_seconds(fn, args.repeat)))
+        times: dict[str, list[float]] = {label: [] for label, _ in steps}
+        for _ in range(args.repeat):  # interleaved, so drift in the machine's load hits every step alike
+            for label, fn in steps:
+                times[label].append(_seconds(fn))
+        rows = [(label, statistics.median(times[label])) for label, _ in steps]
 
     seconds = dict(rows)
     print(f"{total / (1 << 20):.0f} MiB in {args.arrays} arrays, median of {args.repeat}")
