@@ -35,6 +35,7 @@ NAMES_MEMBER = "names.npy"
 ALIGNMENT = 64
 _CHUNK = 16 << 20  # bytes moved per write/read call: bounds any transient copy
 _MAX_METADATA_BYTES = 64 << 20
+_MAX_DEFLATE_RATIO = 1032  # the most deflate can expand: a bound on a compressed member's true size
 _PADDING_EXTRA_ID = 0xD935  # the extra-field id zip aligners use for padding; readers skip it
 _DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so equal collections give byte-identical files
 
@@ -152,6 +153,7 @@ class NpzReader:
     def __init__(self, stream: BinaryIO, where: str = "<stream>") -> None:
         self.where = where
         self._stream = stream
+        self._size = stream.seek(0, io.SEEK_END)
         try:
             self._archive = zipfile.ZipFile(stream)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
@@ -320,6 +322,17 @@ class NpzReader:
             raise CorruptFileError(
                 f"{self.where}: {member} declares {dtype} {shape} ({nbytes} bytes of data) but holds "
                 f"{info.file_size - header_size}; the file is corrupt",
+                self.where,
+                member,
+            )
+        # The zip directory's sizes are claims too: the bytes must fit in the file (deflate expands at
+        # most 1032-fold), so a small hostile file cannot make us allocate gigabytes.
+        stored = info.compress_type == zipfile.ZIP_STORED
+        limit = info.compress_size if stored else info.compress_size * _MAX_DEFLATE_RATIO
+        if info.header_offset + info.compress_size > self._size or info.file_size > limit:
+            raise UnsafeFileError(
+                f"{self.where}: {member} claims {info.file_size} bytes, more than the {self._size}-byte file "
+                f"can hold; the file is corrupt or hostile",
                 self.where,
                 member,
             )

@@ -159,3 +159,16 @@ def test_unknown_true_dtype_is_refused() -> None:
     odd = _with_member(raw, "objio.json", json.dumps({"version": 1, "dtypes": {"0": "__class__"}}).encode())
     with pytest.raises(CorruptFileError, match="claims dtype '__class__'"):
         NpzReader(io.BytesIO(odd), "x.npz").read(0)
+
+
+def test_sizes_in_the_zip_directory_that_the_file_cannot_hold_are_refused() -> None:
+    # A 2 GiB array claimed by a file of a few hundred bytes: header and directory agree with each
+    # other, but not with the file. Nothing may be allocated for it.
+    claimed = _npy(np.zeros(4, np.float32), shape=(1 << 29,))
+    raw = bytearray(_with_member(_npz(["w"], [np.zeros(4, np.float32)]), "0.npy", claimed))
+    header_len = len(claimed) - 16
+    entry = raw.find(b"0.npy", raw.find(b"PK\x01\x02"))  # the member's name in the central directory
+    record = raw.rfind(b"PK\x01\x02", 0, entry)
+    struct.pack_into("<II", raw, record + 20, header_len + (1 << 31), header_len + (1 << 31))
+    with pytest.raises(UnsafeFileError, match=r"hostile.npz: 0.npy claims 2147483\d+ bytes"):
+        NpzReader(io.BytesIO(bytes(raw)), "hostile.npz").read(0)
