@@ -16,19 +16,17 @@ import os
 import platform
 import signal
 import socket
-import statistics
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 # Before gcsfs is imported: the emulator does not answer gcsfs's gRPC bucket probe (60 s a call).
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+from _common import MiB, interleaved, make_collection, parse_args, report  # noqa: E402
 
 import objio  # noqa: E402
 
@@ -82,33 +80,18 @@ def fake_gcs_server() -> Iterator[str]:
             proc.wait()
 
 
-def _seconds(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mib", type=int, default=256, help="model size in MiB (default %(default)s)")
-    parser.add_argument("--arrays", type=int, default=16, help="number of arrays (default %(default)s)")
-    parser.add_argument("--repeat", type=int, default=5, help="repetitions; the median is shown")
+def _chunk_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chunk-mib",
         type=int,
         default=None,
         help="objio's chunk_size in MiB (default: the backend's, 64); gcsfs's pipe_file sends 50 MiB chunks",
     )
-    args = parser.parse_args()
 
-    n = args.mib * (1 << 20) // 4 // args.arrays
-    rng = np.random.default_rng(0)
-    vc = objio.VarCollection(
-        {
-            f"(Net).w{i}": objio.TrainVar(jnp.asarray(rng.standard_normal(n, dtype=np.float32)))
-            for i in range(args.arrays)
-        }
-    )
+
+def main() -> None:
+    args = parse_args(__doc__, _chunk_option)
+    vc = make_collection(args.mib, args.arrays)
 
     with fake_gcs_server() as endpoint:
         from gcsfs.core import GCSFileSystem
@@ -136,27 +119,16 @@ def main() -> None:
         def objio_load() -> None:
             objio.load_var_collection(objio_url, vc, storage_options=options)
 
-        runs: dict[str, tuple[Callable[[], object], list[float]]] = {
-            "raw put": (raw_save, []),
-            "objio save": (objio_save, []),
-            "raw get": (raw_load, []),
-            "objio load": (objio_load, []),
-        }
-        for fn, _ in runs.values():
-            fn()  # warm up: connections, allocator, jit
-        # Interleaved, so that drift in the machine's load hits both sides alike.
-        for _ in range(args.repeat):
-            for fn, times in runs.values():
-                times.append(_seconds(fn))
+        steps = [("raw put", raw_save), ("objio save", objio_save), ("raw get", raw_load), ("objio load", objio_load)]
+        times = interleaved(steps, args.repeat)
 
-    med = {label: statistics.median(times) for label, (_, times) in runs.items()}
     chunk = f"objio chunk_size {args.chunk_mib} MiB" if args.chunk_mib else "objio default chunk_size"
-    print(f"{total / (1 << 20):.0f} MiB ({args.arrays} arrays) on fake-gcs-server, {chunk}, median of {args.repeat}")
-    for label in ("raw put", "objio save", "raw get", "objio load"):
-        s = med[label]
-        base = med["raw put"] if label in ("raw put", "objio save") else med["raw get"]
-        ratio = "" if label.startswith("raw") else f"  {s / base:5.2f}x raw gcsfs"
-        print(f"  {label:12s} {s * 1000:8.1f} ms  {total / s / (1 << 20):7.1f} MiB/s{ratio}")
+    report(
+        f"{total / MiB:.0f} MiB ({args.arrays} arrays) on fake-gcs-server, {chunk}, median of {args.repeat}",
+        times,
+        total,
+        {"objio save": "raw put", "objio load": "raw get"},
+    )
 
 
 if __name__ == "__main__":

@@ -8,36 +8,18 @@ only the ratios mean anything). np.savez / np.load are shown for reference.
 
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 
-import jax.numpy as jnp
 import numpy as np
+from _common import MiB, interleaved, make_collection, parse_args, report
 
 import objio
 
 
-def _seconds(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mib", type=int, default=256, help="model size in MiB (default %(default)s)")
-    parser.add_argument("--arrays", type=int, default=16, help="number of arrays (default %(default)s)")
-    parser.add_argument("--repeat", type=int, default=5, help="repetitions; the median is shown")
-    args = parser.parse_args()
-
-    n = args.mib * (1 << 20) // 4 // args.arrays
-    rng = np.random.default_rng(0)
-    arrays = [rng.standard_normal(n, dtype=np.float32) for _ in range(args.arrays)]
-    vc = objio.VarCollection({f"(Net).w{i}": objio.TrainVar(jnp.asarray(a)) for i, a in enumerate(arrays)})
+    args = parse_args(__doc__)
+    vc = make_collection(args.mib, args.arrays)
     host = [np.asarray(v.value) for v in vc]  # what a raw writer would write
     total = sum(a.nbytes for a in host)
 
@@ -78,20 +60,15 @@ def main() -> None:
             ("np.load", np_load),
             ("objio load", objio_load),
         ]
-        for _, fn in steps:
-            fn()  # warm up: page cache, jit, allocator
-        times: dict[str, list[float]] = {label: [] for label, _ in steps}
-        for _ in range(args.repeat):  # interleaved, so drift in the machine's load hits every step alike
-            for label, fn in steps:
-                times[label].append(_seconds(fn))
-        rows = [(label, statistics.median(times[label])) for label, _ in steps]
+        times = interleaved(steps, args.repeat)
 
-    seconds = dict(rows)
-    print(f"{total / (1 << 20):.0f} MiB in {args.arrays} arrays, median of {args.repeat}")
-    for label, s in rows:
-        base = seconds["raw write+fsync"] if label in ("np.savez", "objio save") else seconds["raw read"]
-        ratio = "" if label.startswith("raw") else f"  {s / base:5.2f}x raw"
-        print(f"  {label:16s} {s * 1000:8.1f} ms  {total / s / (1 << 30):6.2f} GiB/s{ratio}")
+    base = {
+        "np.savez": "raw write+fsync",
+        "objio save": "raw write+fsync",
+        "np.load": "raw read",
+        "objio load": "raw read",
+    }
+    report(f"{total / MiB:.0f} MiB in {args.arrays} arrays, median of {args.repeat}", times, total, base)
 
 
 if __name__ == "__main__":

@@ -13,20 +13,18 @@ the ratios mean anything.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-MiB = 1 << 20
+from _common import MiB, interleaved, make_collection, parse_args, report
 
 
 @contextmanager
@@ -58,19 +56,8 @@ def moto_server() -> Iterator[str]:
             process.wait(timeout=30)
 
 
-def _timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mib", type=int, default=256, help="model size in MiB (default %(default)s)")
-    parser.add_argument("--arrays", type=int, default=16, help="number of arrays (default %(default)s)")
-    parser.add_argument("--repeat", type=int, default=5, help="rounds; the median is shown (default %(default)s)")
-    args = parser.parse_args()
-
+    args = parse_args(__doc__)
     with moto_server() as endpoint:
         os.environ.update(
             AWS_ACCESS_KEY_ID="bench",
@@ -83,17 +70,12 @@ def main() -> None:
 
 
 def run(mib: int, arrays: int, repeat: int) -> None:
-    import jax.numpy as jnp
     import numpy as np
     import s3fs
 
     import objio
 
-    n = mib * MiB // 4 // arrays
-    rng = np.random.default_rng(0)
-    vc = objio.VarCollection(
-        {f"(Net).w{i}": objio.TrainVar(jnp.asarray(rng.standard_normal(n, dtype=np.float32))) for i in range(arrays)}
-    )
+    vc = make_collection(mib, arrays)
     payload = b"".join(np.asarray(v.value).tobytes() for v in vc)  # what a raw writer would send
     total = len(payload)
 
@@ -119,21 +101,12 @@ def run(mib: int, arrays: int, repeat: int) -> None:
         ("raw s3fs get", raw_load),
         ("objio load", objio_load),
     ]
-    for _, fn in steps:
-        fn()  # warm up: connections, jit, allocator
-    times: dict[str, list[float]] = {label: [] for label, _ in steps}
-    for _ in range(repeat):
-        for label, fn in steps:
-            times[label].append(_timed(fn))
-    median = {label: statistics.median(t) for label, t in times.items()}
-
-    print(f"{total / MiB:.0f} MiB in {arrays} arrays to moto at {fs.s3.meta.endpoint_url}, median of {repeat}")
-    for label, _ in steps:
-        s = median[label]
-        base = median["raw s3fs put"] if label.endswith(("put", "save")) else median["raw s3fs get"]
-        ratio = "" if label.startswith("raw") else f"  {s / base:5.2f}x raw"
-        spread = f"[{min(times[label]):.2f}-{max(times[label]):.2f} s]"
-        print(f"  {label:14s} {s:7.2f} s {spread:>15s}  {total / s / MiB:7.1f} MiB/s{ratio}")
+    report(
+        f"{total / MiB:.0f} MiB in {arrays} arrays to moto at {fs.s3.meta.endpoint_url}, median of {repeat}",
+        interleaved(steps, repeat),
+        total,
+        {"objio save": "raw s3fs put", "objio load": "raw s3fs get"},
+    )
 
 
 if __name__ == "__main__":
