@@ -197,3 +197,20 @@ def test_loading_a_subset_reads_only_the_needed_members(tmp_path: Path) -> None:
         objio.load_var_collection(f, one)
     assert float(one["w5"].value[0, 0]) == 5.0
     assert CountingFile.bytes_read < 2 * 256 * 256 * 4  # one array of eight, plus the zip directory
+
+
+@pytest.mark.parametrize(
+    ("location", "root", "key"),
+    [
+        ("model.npz", ".", "model.npz"),
+        ("/model.npz", "/", "model.npz"),
+        ("file:///model.npz", "/", "model.npz"),
+        ("file:///data/run/model.npz", "/data/run", "model.npz"),
+        ("runs/a/model.npz", "runs/a", "model.npz"),
+    ],
+)
+def test_a_location_splits_into_its_folders_storage_and_a_key(location: str, root: str, key: str) -> None:
+    from objio.io._files import split_url
+
+    storage, found = split_url(location, None)
+    assert (storage.root, found) == (root, key)  # type: ignore[attr-defined]

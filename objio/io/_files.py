@@ -28,7 +28,7 @@ def split_url(location: str | os.PathLike[str], storage_options: dict[str, Any] 
         raise ValueError(f"{text!r} names a folder; give the file name too, such as {text.rstrip('/')}/model.npz")
     if not sep:
         head = "."
-    elif not head or head.endswith(":/"):  # "/model.npz" or "file:///model.npz"
+    elif not head or head.endswith((":/", "://")):  # "/model.npz", "file:///model.npz", "s3://model.npz"
         head += "/"
     return open_storage(head, storage_options), key
 
