@@ -70,7 +70,8 @@ class FsspecStorage:
                     raise ObjectExistsError(
                         f"{url} already exists and this write was create-only; nothing was changed", url=url
                     )
-                self.fs.makedirs(self.fs._parent(path), exist_ok=True)
+                if "/" in path:
+                    self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
                 with self.fs.open(path, "wb") as out:
                     while chunk := spool.read(8 << 20):
                         out.write(chunk)
