@@ -6,7 +6,7 @@
 >>> objio.io.load_var_collection('memory://doc/net.npz', net.vars())
 """
 
-from objio import functional, io, nn, random
+from objio import functional, io, nn, random, urls
 from objio._host import get_plugin_manager, open_storage
 from objio.errors import (
     BackendNotFoundError,
@@ -69,4 +69,5 @@ __all__ = [
     "open_storage",
     "random",
     "save_var_collection",
+    "urls",
 ]

@@ -1,46 +1,96 @@
 """The plugin manager: finds storage backends and opens a storage for a URL.
 
-Built lazily on first use, never at import, so ``import objio`` does no work.
+Built lazily on first use, never at import, so ``import objio`` does no work. A plugin that fails to
+import or to validate is skipped with one warning; every other backend keeps working, and the error
+for a URL nobody serves names the plugins that were skipped or disabled (issue 7, item 7).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.metadata
 import os
+import re
 import threading
+import warnings
 from typing import Any
-from urllib.parse import urlsplit
 
 import pluggy
 
-from objio import hookspecs
-from objio.errors import BackendNotFoundError
+from objio import hookspecs, urls
+from objio.errors import BackendNotFoundError, ObjioError
 from objio.storage import Storage
 
 #: Set to any non-empty value to skip loading third-party backends from entry points.
 DISABLE_AUTOLOAD_ENV = "OBJIO_DISABLE_PLUGIN_AUTOLOAD"
+#: Comma-separated distribution or entry-point names of plugins not to load (``objio-gcs,acme``).
+DISABLE_PLUGINS_ENV = "OBJIO_DISABLE_PLUGINS"
 
-# Schemes served by objio's own plugin distributions, so an error can name what to install.
-_PLUGIN_FOR_SCHEME = {
-    "s3": ("objio-s3", "s3"),
-    "s3a": ("objio-s3", "s3"),
-    "gs": ("objio-gcs", "gcs"),
-    "gcs": ("objio-gcs", "gcs"),
-}
 
-_lock = threading.Lock()
-_manager: pluggy.PluginManager | None = None
+@dataclasses.dataclass(frozen=True)
+class SkippedPlugin:
+    """An installed plugin that is not in use, and why.
+
+    :ivar name: the entry point's name (by convention the URL scheme it serves).
+    :ivar distribution: the distribution that declares it.
+    :ivar reason: why it is not in use: the error it raised, or the setting that disabled it.
+    :ivar disabled: true when a setting disabled it, false when it failed to load.
+    """
+
+    name: str
+    distribution: str
+    reason: str
+    disabled: bool
+
+    def describe(self) -> str:
+        what = "is installed but disabled" if self.disabled else "failed to load"
+        return f"the plugin {self.name!r} of {self.distribution} {what} ({self.reason})"
+
+
+class PluginHost:
+    """A plugin manager with the built-in backends and the installed plugins that load cleanly."""
+
+    def __init__(self, manager: pluggy.PluginManager, skipped: list[SkippedPlugin]) -> None:
+        self.manager = manager
+        self.skipped = skipped
+
+
+# A re-entrant lock: a plugin that calls objio while it is being imported gets a clear error from the
+# building thread instead of a deadlock; other threads wait for the manager.
+_lock = threading.RLock()
+_host: PluginHost | None = None
+_building = False
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
     """The process's plugin manager, with built-in backends and installed plugins registered."""
-    global _manager
+    return _get_host().manager
+
+
+def skipped_plugins() -> list[SkippedPlugin]:
+    """The installed plugins that were disabled or failed to load, with the reason for each."""
+    return list(_get_host().skipped)
+
+
+def _get_host() -> PluginHost:
+    global _host, _building
     with _lock:
-        if _manager is None:
-            _manager = _build_plugin_manager()
-        return _manager
+        if _host is not None:
+            return _host
+        if _building:
+            raise ObjioError(
+                "objio was called while its plugins were being imported (a plugin calls objio at import "
+                "time); open storages inside functions, not when the plugin module is imported"
+            )
+        _building = True
+        try:
+            _host = _build_host()
+        finally:
+            _building = False
+        return _host
 
 
-def _build_plugin_manager() -> pluggy.PluginManager:
+def _build_host() -> PluginHost:
     from objio.backends import fallback, local, memory
 
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
@@ -50,16 +100,61 @@ def _build_plugin_manager() -> pluggy.PluginManager:
     pm.register(local, name="objio.local")
     pm.register(memory.MemoryBackend(), name="objio.memory")
     pm.register(fallback, name="objio.fsspec-fallback")
-    if not os.environ.get(DISABLE_AUTOLOAD_ENV):
-        pm.load_setuptools_entrypoints(hookspecs.PROJECT_NAME)
-    pm.check_pending()  # a misspelt hook in a plugin is an error, not silence
-    return pm
+    pm.register(_OwnPluginHints(), name="objio.install-hints")
+    pm.check_pending()
+    skipped = _load_entry_points(pm)
+    for plugin in skipped:
+        if not plugin.disabled:
+            warnings.warn(f"objio skipped {plugin.describe()}; other backends still work", RuntimeWarning, stacklevel=2)
+    return PluginHost(pm, skipped)
 
 
-def scheme_of(url: str) -> str:
-    """The URL scheme in lower case, or ``""`` for a local path (Windows drive letters included)."""
-    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
-    return "" if len(scheme) == 1 else scheme
+def _load_entry_points(pm: pluggy.PluginManager) -> list[SkippedPlugin]:
+    """Register each installed plugin that is enabled and valid; return the others."""
+    autoload_off = bool(os.environ.get(DISABLE_AUTOLOAD_ENV))
+    blocked = {_normalize(n) for n in os.environ.get(DISABLE_PLUGINS_ENV, "").split(",") if n.strip()}
+    skipped: list[SkippedPlugin] = []
+    seen: set[str] = set()
+    for dist in importlib.metadata.distributions():
+        dist_name = dist.metadata["Name"] or "?"
+        for ep in dist.entry_points:
+            if ep.group != hookspecs.PROJECT_NAME or ep.name in seen:
+                continue
+            seen.add(ep.name)  # a distribution found twice on sys.path registers once
+            if autoload_off:
+                skipped.append(SkippedPlugin(ep.name, dist_name, f"{DISABLE_AUTOLOAD_ENV} is set", disabled=True))
+            elif {_normalize(dist_name), _normalize(ep.name)} & blocked:
+                reason = f"{DISABLE_PLUGINS_ENV}={os.environ[DISABLE_PLUGINS_ENV]}"
+                skipped.append(SkippedPlugin(ep.name, dist_name, reason, disabled=True))
+            else:
+                error = _register_entry_point(pm, ep)
+                if error is not None:
+                    skipped.append(SkippedPlugin(ep.name, dist_name, error, disabled=False))
+    return skipped
+
+
+def _register_entry_point(pm: pluggy.PluginManager, ep: importlib.metadata.EntryPoint) -> str | None:
+    """Load and register one plugin; on failure leave the manager as it was and say why."""
+    try:
+        pm.register(ep.load(), name=ep.name)
+        pm.check_pending()  # a misspelt hook is an error, not silence; earlier plugins passed already
+    except Exception as e:  # noqa: BLE001 - any failure of a third party's plugin skips that plugin only
+        if pm.has_plugin(ep.name):
+            pm.unregister(name=ep.name)
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
+
+
+class _OwnPluginHints:
+    """The install commands of objio's own plugins, registered like any plugin's hints."""
+
+    @hookspecs.hookimpl(trylast=True)
+    def objio_install_hint(self, scheme: str) -> str | None:
+        return urls.install_hint(scheme)
 
 
 def open_storage(url: str | os.PathLike[str], options: dict[str, Any] | None = None) -> Storage:
@@ -68,20 +163,32 @@ def open_storage(url: str | os.PathLike[str], options: dict[str, Any] | None = N
     :param url: a local path or a URL such as ``"s3://bucket/run"`` or ``"memory://scratch"``.
     :param options: backend options (credentials, endpoint, ...), passed to the backend unchanged.
     :raises BackendNotFoundError: no installed backend handles the URL; the message says what to
-        install.
+        install, or which installed plugin is disabled or broken.
     """
-    url = os.fspath(url)
-    storage = get_plugin_manager().hook.objio_storage(url=url, options=dict(options or {}))
+    url = urls.check_url(os.fspath(url))
+    host = _get_host()
+    storage = host.manager.hook.objio_storage(url=url, options=dict(options or {}))
     if storage is not None:
         return storage
-    scheme = scheme_of(url)
-    if scheme in _PLUGIN_FOR_SCHEME:
-        dist, extra = _PLUGIN_FOR_SCHEME[scheme]
-        fix = f"install it with `pip install 'objio[{extra}]'` (or `pip install {dist}`)"
-        raise BackendNotFoundError(
-            f"no objio backend for {scheme}:// URLs such as {url!r}: {dist} is not installed; {fix}"
+    raise BackendNotFoundError(_no_backend_message(host, url))
+
+
+def _no_backend_message(host: PluginHost, url: str) -> str:
+    scheme = urls.scheme_of(url)
+    dist = urls.DISTRIBUTION_FOR_SCHEME.get(scheme)
+    own = [p for p in host.skipped if p.name == scheme or (dist and _normalize(p.distribution) == dist)]
+    if own:
+        return f"no objio backend for {scheme}:// URLs such as {url!r}: {own[0].describe()}"
+    message = f"no objio backend handles {url!r}"
+    hint = host.manager.hook.objio_install_hint(scheme=scheme)
+    if hint:
+        message += f": the backend for {scheme}:// is not installed; install it with `{hint}`"
+    else:
+        message += (
+            f": no plugin claims the scheme {scheme!r} and fsspec knows no such protocol; install a backend "
+            f"that declares an entry point in the 'objio' group"
         )
-    raise BackendNotFoundError(
-        f"no objio backend handles {url!r}: no plugin claims the scheme {scheme!r} and fsspec knows no "
-        f"such protocol; install a backend that declares an entry point in the 'objio' group"
-    )
+    broken = [p.describe() for p in host.skipped if not p.disabled]
+    if broken:
+        message += "; it may be one that did not load: " + "; ".join(broken)
+    return message

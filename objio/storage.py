@@ -15,6 +15,8 @@ import dataclasses
 from contextlib import AbstractContextManager
 from typing import BinaryIO, Protocol, runtime_checkable
 
+from objio.urls import join_url  # re-exported: backends import it from here
+
 __all__ = ["Capabilities", "Storage", "check_key", "join_url"]
 
 
@@ -108,9 +110,3 @@ def check_key(key: str) -> str:
         raise ValueError(f"a storage key may not contain empty, '.' or '..' parts: {key!r}")
     return key
 
-
-def join_url(root: str, key: str) -> str:
-    """``root`` and ``key`` joined with one ``/``, for messages and for returned paths."""
-    if not root or root == ".":
-        return key
-    return root.rstrip("/") + "/" + key if key else root

@@ -1,8 +1,10 @@
 """Best effort for any other fsspec protocol (``sftp://``, ``hdfs://``, ``az://`` ...).
 
-Registered ``trylast``: a dedicated plugin always wins. It declares honestly what it lacks: a write
-is spooled locally and uploaded in one call at commit, so an exception uploads nothing, but whether
-the upload itself is atomic, and whether create-only is race-free, depends on the medium.
+Registered ``trylast``: a dedicated plugin always wins. It declares honestly what it lacks. A write is
+spooled locally, so an exception in the caller's code sends nothing; at commit the spool is uploaded
+through a file opened with ``autocommit=False`` and published only by its ``commit()``, so an upload
+that fails half-way is discarded (issue 7, item 5), on every file system that honours
+``autocommit`` (fsspec's memory file system, for one, does not). Create-only is a check, then a write.
 """
 
 from __future__ import annotations
@@ -10,20 +12,21 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import fsspec
 
-from objio._host import _PLUGIN_FOR_SCHEME, scheme_of
 from objio.backends._oserrors import translate_os_errors
-from objio.errors import ObjectExistsError
+from objio.errors import BackendNotFoundError, ObjectExistsError, StorageUnavailableError
 from objio.hookspecs import hookimpl
 from objio.storage import Capabilities, check_key, join_url
+from objio.urls import DISTRIBUTION_FOR_SCHEME, scheme_of
 
 _SPOOL_IN_MEMORY = 16 << 20  # bytes kept in memory before the spool moves to a temp file
+_UPLOAD_CHUNK = 8 << 20
 
 # Served by objio's own backends; never hand them to the fallback.
-_NOT_OURS = {"", "file", "local", "memory", *_PLUGIN_FOR_SCHEME}
+_NOT_OURS = {"", "file", "local", "memory", *DISTRIBUTION_FOR_SCHEME}
 
 
 @hookimpl(trylast=True)
@@ -31,7 +34,19 @@ def objio_storage(url: str, options: dict[str, Any]) -> FsspecStorage | None:
     scheme = scheme_of(url)
     if scheme in _NOT_OURS or scheme not in {*fsspec.available_protocols(), *fsspec.registry}:
         return None
-    fs, root = fsspec.core.url_to_fs(url, **options)
+    try:
+        fsspec.get_filesystem_class(scheme)
+    except ImportError as e:
+        missing = getattr(e.__cause__, "name", None) or getattr(e, "name", None)
+        fix = f"; install it with `pip install {missing}`" if missing else ""
+        raise BackendNotFoundError(
+            f"no objio backend handles {url!r}: fsspec serves {scheme}:// with a package that is not installed "
+            f"({e}){fix}"
+        ) from e
+    try:
+        fs, root = fsspec.core.url_to_fs(url, **options)
+    except ConnectionError as e:  # ftp:// and sftp:// connect when the file system is built
+        raise StorageUnavailableError(f"could not connect to {url}: {e}", url=url) from e
     return FsspecStorage(fs, root, url=url)
 
 
@@ -59,8 +74,6 @@ class FsspecStorage:
     def open_writer(self, key: str, *, if_absent: bool = False) -> Iterator[BinaryIO]:
         path = self._path(key)
         url = join_url(self.url, key)
-        # Nothing reaches the medium before a clean exit: fsspec's own writers publish on close()
-        # even when an exception is in flight.
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
             yield spool  # type: ignore[misc]
             spool.seek(0)
@@ -72,9 +85,24 @@ class FsspecStorage:
                     )
                 if "/" in path:
                     self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-                with self.fs.open(path, "wb") as out:
-                    while chunk := spool.read(8 << 20):
-                        out.write(chunk)
+                self._upload(spool, path)
+
+    def _upload(self, spool: IO[bytes], path: str) -> None:
+        """Copy ``spool`` to ``path``; publish only if every byte went through."""
+        # fs._open, the method each fsspec file system implements, rather than fs.open: open() adds a
+        # non-autocommit file to the file system's shared transaction, and whoever completes that
+        # transaction (any user of this cached instance) would commit our half-written file.
+        out = self.fs._open(path, "wb", autocommit=False)
+        try:
+            while chunk := spool.read(_UPLOAD_CHUNK):
+                out.write(chunk)
+            out.close()  # with autocommit=False, close() finishes the upload but publishes nothing
+        except BaseException:
+            with contextlib.suppress(Exception):
+                out.discard()
+            raise
+        out.commit()
+        self.fs.invalidate_cache(path)
 
     def list(self, prefix: str = "") -> list[str]:
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""

@@ -17,18 +17,17 @@ import secrets
 import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
-from urllib.parse import unquote, urlsplit
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock; dead writers' temp files are left for the user
     fcntl = None  # type: ignore[assignment]
 
-from objio._host import scheme_of
 from objio.backends._oserrors import translate_os_errors
 from objio.errors import ObjectExistsError, StorageOptionsError
 from objio.hookspecs import hookimpl
 from objio.storage import Capabilities, check_key, join_url
+from objio.urls import local_path, scheme_of
 
 # Temp files start with '.' (hidden from glob, so from Objax too) and end with this suffix, which
 # no checkpoint pattern such as '*.npz' matches; list() skips them.
@@ -39,13 +38,9 @@ STALE_TEMP_SECONDS = 60.0
 
 @hookimpl
 def objio_storage(url: str, options: dict[str, Any]) -> LocalStorage | None:
-    scheme = scheme_of(url)
-    if scheme == "file":
-        path = unquote(urlsplit(url).path)
-    elif scheme == "":
-        path = url
-    else:
+    if scheme_of(url) not in ("", "file"):
         return None
+    path = local_path(url)
     if options:
         raise StorageOptionsError(f"the local backend takes no storage options, got {sorted(options)} for {url!r}")
     return LocalStorage(path, url=url)

@@ -12,10 +12,10 @@ import threading
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from objio._host import scheme_of
 from objio.errors import ObjectExistsError, ObjectNotFoundError, StorageOptionsError
 from objio.hookspecs import hookimpl
 from objio.storage import Capabilities, check_key, join_url
+from objio.urls import scheme_of
 
 
 class MemoryBackend:

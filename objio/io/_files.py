@@ -13,6 +13,7 @@ from typing import IO, Any, BinaryIO, Union, cast
 
 from objio._host import open_storage
 from objio.storage import Storage
+from objio.urls import split_location
 
 __all__ = ["FileOrStr", "describe", "open_for_read", "open_for_write", "split_url"]
 
@@ -22,15 +23,8 @@ FileOrStr = Union[str, "os.PathLike[str]", IO[bytes]]
 
 def split_url(location: str | os.PathLike[str], storage_options: dict[str, Any] | None) -> tuple[Storage, str]:
     """The storage of ``location``'s folder and the key of the object in it."""
-    text = os.fspath(location)
-    head, sep, key = text.rpartition("/")
-    if not key:
-        raise ValueError(f"{text!r} names a folder; give the file name too, such as {text.rstrip('/')}/model.npz")
-    if not sep:
-        head = "."
-    elif not head or head.endswith((":/", "://")):  # "/model.npz", "file:///model.npz", "s3://model.npz"
-        head += "/"
-    return open_storage(head, storage_options), key
+    root, key = split_location(os.fspath(location))
+    return open_storage(root, storage_options), key
 
 
 def _is_file_object(file: object) -> bool:

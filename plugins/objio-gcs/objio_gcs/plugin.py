@@ -7,9 +7,9 @@ imported only when a GCS storage is opened.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import objio
+from objio.urls import scheme_of
 
 if TYPE_CHECKING:
     from objio_gcs.storage import GCSStorage
@@ -20,7 +20,7 @@ SCHEMES = ("gs", "gcs")
 @objio.hookimpl
 def objio_storage(url: str, options: dict[str, Any]) -> GCSStorage | None:
     """A :class:`~objio_gcs.storage.GCSStorage` for a ``gs://`` URL, else ``None``."""
-    if "://" not in url or urlsplit(url).scheme.lower() not in SCHEMES:
+    if scheme_of(url) not in SCHEMES:
         return None
     from objio_gcs.storage import GCSStorage
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from objio.hookspecs import hookimpl
+from objio.urls import scheme_of
 
 if TYPE_CHECKING:
     from objio_s3.storage import S3Storage
@@ -20,8 +21,7 @@ SCHEMES = ("s3", "s3a")
 @hookimpl
 def objio_storage(url: str, options: dict[str, Any]) -> S3Storage | None:
     """An :class:`~objio_s3.storage.S3Storage` for ``s3://`` and ``s3a://`` URLs; ``None`` for others."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme not in SCHEMES:
+    if scheme_of(url) not in SCHEMES:
         return None
     from objio_s3.storage import S3Storage
 
