@@ -30,6 +30,7 @@ __all__ = [
     "join_url",
     "local_path",
     "scheme_of",
+    "schemes_served_by",
     "split_location",
 ]
 
@@ -40,6 +41,13 @@ DISTRIBUTION_FOR_SCHEME: dict[str, str] = {
     "gs": "objio-gcs",
     "gcs": "objio-gcs",
 }
+
+
+
+def schemes_served_by(distribution: str) -> tuple[str, ...]:
+    """The schemes :data:`DISTRIBUTION_FOR_SCHEME` assigns to one of objio's own plugins, sorted."""
+    return tuple(sorted(s for s, d in DISTRIBUTION_FOR_SCHEME.items() if d == distribution))
+
 
 # "s3:/bucket/x": a scheme of two letters or more, one slash, then something. Two-letter minimum
 # keeps Windows drive letters ("C:/data") local paths.

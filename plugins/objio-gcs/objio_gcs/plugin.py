@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import objio
-from objio.urls import scheme_of
+from objio.urls import scheme_of, schemes_served_by
 
 if TYPE_CHECKING:
     from objio_gcs.storage import GCSStorage
 
-SCHEMES = ("gs", "gcs")
+SCHEMES = schemes_served_by("objio-gcs")
 
 
 @objio.hookimpl

@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from objio.hookspecs import hookimpl
-from objio.urls import scheme_of
+from objio.urls import scheme_of, schemes_served_by
 
 if TYPE_CHECKING:
     from objio_s3.storage import S3Storage
 
 #: URL schemes this backend serves (``s3a`` is Hadoop's spelling of the same thing).
-SCHEMES = ("s3", "s3a")
+SCHEMES = schemes_served_by("objio-s3")
 
 
 @hookimpl

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 import s3fs
 
 from objio.storage import Capabilities, check_key, join_url
+from objio.urls import schemes_served_by
 from objio_s3 import _client
 from objio_s3.config import Transfer, filesystem, parse_options
 from objio_s3.errors import error_code, s3_errors
-from objio_s3.plugin import SCHEMES
 from objio_s3.reader import S3Reader
 from objio_s3.writer import S3Writer
 
@@ -52,7 +52,7 @@ class S3Storage:
         :raises S3OptionsError: unknown or invalid options.
         """
         parts = urlsplit(url)
-        if parts.scheme.lower() not in SCHEMES or not parts.netloc:
+        if parts.scheme.lower() not in schemes_served_by("objio-s3") or not parts.netloc:
             raise ValueError(f"{url!r} is not an S3 URL: write it as s3://bucket or s3://bucket/prefix")
         if parts.query or parts.fragment:
             raise ValueError(f"{url!r}: S3 URLs take no query or fragment (object versions are not supported)")
