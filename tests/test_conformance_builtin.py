@@ -7,8 +7,10 @@ from pathlib import Path
 
 import fsspec
 import pytest
-from fsspec.implementations.memory import MemoryFileSystem
+from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
+from fsspec.spec import AbstractBufferedFile
 
+import objio
 from objio.testing import StorageConformance
 
 
@@ -54,3 +56,74 @@ class TestFsspecFallbackConformance(StorageConformance):
         assert type(storage).__name__ == "FsspecStorage"
         assert not storage.capabilities.atomic_commit
         assert not storage.capabilities.create_only
+
+
+class _FlakyUploadFile(AbstractBufferedFile):
+    """An upload in parts, like s3fs's: a failed part raises once, and close() publishes what arrived."""
+
+    def _initiate_upload(self) -> None:
+        self.parts: list[bytes] = []
+
+    def _upload_chunk(self, final: bool = False) -> bool:
+        data = self.buffer.getvalue()
+        if self.fs.fail_at is not None and self.offset + len(data) > self.fs.fail_at:
+            self.fs.fail_at = None  # one lost connection; the next call goes through
+            raise ConnectionResetError("connection reset by peer in mid-upload")
+        self.parts.append(data)
+        if final and self.autocommit:
+            self.commit()
+        return True
+
+    def commit(self) -> None:
+        self.fs.store[self.path] = MemoryFile(self.fs, self.path, b"".join(getattr(self, "parts", [])))
+
+    def discard(self) -> None:
+        self.parts = []
+
+
+class _FlakyUploadFileSystem(MemoryFileSystem):
+    """fsspec's memory file system whose uploads go in 1 MiB parts and can fail in the middle."""
+
+    protocol = "objioflakyfs"
+    store: dict = {}  # noqa: RUF012 - fsspec's memory fs keeps class-level state by design
+    pseudo_dirs = [""]  # noqa: RUF012
+    fail_at: int | None = None
+
+    def _open(self, path, mode="rb", block_size=None, autocommit=True, cache_options=None, **kwargs):  # type: ignore[no-untyped-def]
+        if "w" not in mode:
+            return super()._open(path, mode, block_size, autocommit, cache_options, **kwargs)
+        return _FlakyUploadFile(self, self._strip_protocol(path), mode, block_size=1 << 20, autocommit=autocommit)
+
+
+fsspec.register_implementation("objioflakyfs", _FlakyUploadFileSystem, clobber=True)
+
+
+@pytest.mark.parametrize("previous", [None, b"previous"])
+def test_fallback_publishes_nothing_when_the_upload_fails_half_way(previous: bytes | None) -> None:
+    storage = objio.open_storage(f"objioflakyfs://{uuid.uuid4().hex}")
+    if previous is not None:
+        with storage.open_writer("model.npz") as f:
+            f.write(previous)
+    fs = _FlakyUploadFileSystem()
+    fs.fail_at = 5 << 20
+    with pytest.raises(objio.StorageError, match="model.npz") as caught:
+        with storage.open_writer("model.npz") as f:
+            f.write(b"\x01" * (8 << 20))
+    assert isinstance(caught.value.__cause__, ConnectionResetError)
+    assert fs.fail_at is None, "the upload never reached the failing part"
+    if previous is None:
+        assert not storage.exists("model.npz")
+        assert storage.list() == []
+    else:
+        with storage.open_reader("model.npz") as f:
+            assert f.read() == previous
+
+
+def test_fallback_uploads_in_parts_and_commits_a_clean_write() -> None:
+    storage = objio.open_storage(f"objioflakyfs://{uuid.uuid4().hex}")
+    data = bytes(range(256)) * (12 << 12)  # 3 MiB: three parts
+    with storage.open_writer("a/model.npz") as f:
+        f.write(data)
+    with storage.open_reader("a/model.npz") as f:
+        assert f.read() == data
+    assert storage.list() == ["a/model.npz"]
