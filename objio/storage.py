@@ -109,4 +109,3 @@ def check_key(key: str) -> str:
     if any(part in ("", ".", "..") for part in key.split("/")):
         raise ValueError(f"a storage key may not contain empty, '.' or '..' parts: {key!r}")
     return key
-

@@ -43,7 +43,6 @@ DISTRIBUTION_FOR_SCHEME: dict[str, str] = {
 }
 
 
-
 def schemes_served_by(distribution: str) -> tuple[str, ...]:
     """The schemes :data:`DISTRIBUTION_FOR_SCHEME` assigns to one of objio's own plugins, sorted."""
     return tuple(sorted(s for s, d in DISTRIBUTION_FOR_SCHEME.items() if d == distribution))
