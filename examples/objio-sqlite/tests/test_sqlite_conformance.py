@@ -1,0 +1,51 @@
+"""The SQLite backend runs objio's whole conformance suite, unchanged: nothing is skipped."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import objio
+from objio.testing import StorageConformance
+
+
+class TestSQLiteConformance(StorageConformance):
+    @pytest.fixture
+    def storage_url(self, tmp_path: Path) -> str:
+        return f"sqlite://{tmp_path}/objects.sqlite/run"
+
+    @pytest.fixture
+    def leftovers(self, tmp_path: Path) -> Callable[[], list[str]]:
+        """The uploads of writers that never committed or discarded."""
+
+        def uploads() -> list[str]:
+            with sqlite3.connect(tmp_path / "objects.sqlite") as db:
+                rows = db.execute("SELECT key FROM uploads ORDER BY key").fetchall()
+            db.close()
+            return [key for (key,) in rows]
+
+        return uploads
+
+
+def test_the_database_and_the_prefix_come_from_the_url(tmp_path: Path) -> None:
+    storage = objio.open_storage(f"sqlite://{tmp_path}/a/b.sqlite/run/1")
+    assert (storage.database, storage.prefix) == (f"{tmp_path}/a/b.sqlite", "run/1/")  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="names no database file; write sqlite:///path/to/file.sqlite"):
+        objio.open_storage(f"sqlite://{tmp_path}/a/b.db")
+
+
+def test_unknown_options_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(objio.StorageOptionsError, match=r"takes only the option 'timeout', got \['anon'\]"):
+        objio.open_storage(f"sqlite://{tmp_path}/x.sqlite", {"anon": True})
+
+
+def test_reading_a_missing_database_creates_nothing(tmp_path: Path) -> None:
+    storage = objio.open_storage(f"sqlite://{tmp_path}/x.sqlite")
+    assert storage.list() == []
+    assert not storage.exists("k")
+    with pytest.raises(objio.ObjectNotFoundError):
+        storage.open_reader("k")
+    assert list(tmp_path.iterdir()) == []
