@@ -114,8 +114,13 @@ def test_keep_ckpts_is_validated_and_none_keeps_all(tmp_path: Path) -> None:
 
 
 def test_save_and_restore_refuse_other_types(tmp_path: Path) -> None:
-    with pytest.raises(TypeError, match="VarCollection"):
-        Checkpoint(tmp_path, 1).save({"w": TrainVar(jnp.zeros(1))}, 1)  # type: ignore[arg-type]
+    ckpt = Checkpoint(tmp_path, 1)
+    ckpt.save(VarCollection({"w": TrainVar(jnp.zeros(1))}), 1)
+    with pytest.raises(TypeError, match="Must pass a VarCollection to save; received type <class 'dict'>"):
+        ckpt.save({"w": TrainVar(jnp.zeros(1))}, 2)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Must pass a VarCollection to restore; received type <class 'dict'>"):
+        ckpt.restore({"w": TrainVar(jnp.zeros(1))})  # type: ignore[arg-type]
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["0000000001.npz"]  # the refused save wrote nothing
 
 
 def test_subclass_constants_are_honoured(tmp_path: Path) -> None:
