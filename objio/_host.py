@@ -67,11 +67,6 @@ def get_plugin_manager() -> pluggy.PluginManager:
     return _get_host().manager
 
 
-def skipped_plugins() -> list[SkippedPlugin]:
-    """The installed plugins that were disabled or failed to load, with the reason for each."""
-    return list(_get_host().skipped)
-
-
 def _get_host() -> PluginHost:
     global _host, _building
     with _lock:
@@ -114,22 +109,20 @@ def _load_entry_points(pm: pluggy.PluginManager) -> list[SkippedPlugin]:
     autoload_off = bool(os.environ.get(DISABLE_AUTOLOAD_ENV))
     blocked = {_normalize(n) for n in os.environ.get(DISABLE_PLUGINS_ENV, "").split(",") if n.strip()}
     skipped: list[SkippedPlugin] = []
-    seen: set[str] = set()
-    for dist in importlib.metadata.distributions():
-        dist_name = dist.metadata["Name"] or "?"
-        for ep in dist.entry_points:
-            if ep.group != hookspecs.PROJECT_NAME or ep.name in seen:
-                continue
-            seen.add(ep.name)  # a distribution found twice on sys.path registers once
-            if autoload_off:
-                skipped.append(SkippedPlugin(ep.name, dist_name, f"{DISABLE_AUTOLOAD_ENV} is set", disabled=True))
-            elif {_normalize(dist_name), _normalize(ep.name)} & blocked:
-                reason = f"{DISABLE_PLUGINS_ENV}={os.environ[DISABLE_PLUGINS_ENV]}"
-                skipped.append(SkippedPlugin(ep.name, dist_name, reason, disabled=True))
-            else:
-                error = _register_entry_point(pm, ep)
-                if error is not None:
-                    skipped.append(SkippedPlugin(ep.name, dist_name, error, disabled=False))
+    # Listed even when autoload is off, so that an error can say a plugin is installed but disabled.
+    for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME):
+        dist_name = ep.dist.name if ep.dist is not None else ep.value.split(".", 1)[0]
+        if autoload_off:
+            skipped.append(SkippedPlugin(ep.name, dist_name, f"{DISABLE_AUTOLOAD_ENV} is set", disabled=True))
+        elif {_normalize(dist_name), _normalize(ep.name)} & blocked:
+            reason = f"{DISABLE_PLUGINS_ENV}={os.environ[DISABLE_PLUGINS_ENV]}"
+            skipped.append(SkippedPlugin(ep.name, dist_name, reason, disabled=True))
+        elif pm.has_plugin(ep.name):
+            continue  # the same entry point from a second copy of a distribution on sys.path
+        else:
+            error = _register_entry_point(pm, ep)
+            if error is not None:
+                skipped.append(SkippedPlugin(ep.name, dist_name, error, disabled=False))
     return skipped
 
 
