@@ -6,8 +6,6 @@ listening socket that never answers stand in for dead endpoints.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import http.server
 import json
 import re
@@ -142,34 +140,45 @@ def test_persistent_server_errors_give_unavailable_within_the_deadline(gcs: Scri
 # -- create-only on an ambiguous retry ---------------------------------------------------------------
 
 
+def _write_id_in(multipart_body: bytes) -> str:
+    """The write id in the metadata part of a multipart upload."""
+    match = re.search(rb'"objio-write-id": "([0-9a-f]+)"', multipart_body)
+    assert match, multipart_body[:300]
+    return match[1].decode()
+
+
 @pytest.mark.parametrize("ours", [True, False])
 def test_a_retried_create_only_upload_checks_whose_object_it_found(gcs: ScriptedGCS, ours: bool) -> None:
-    data = b"checkpoint bytes"
-    md5 = base64.b64encode(hashlib.md5(data if ours else b"other bytes").digest()).decode()
     answers = iter([_error(503, "the first try may have landed"), _error(412, "Precondition Failed")])
+    sent_ids: list[str] = []
 
     def script(method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
         if method == "POST":
+            sent_ids.append(_write_id_in(body))
             return next(answers)
-        return _metadata(len(data), md5Hash=md5)
+        # The object now there: written by this writer's first try, or by another writer.
+        return _metadata(16, metadata={"objio-write-id": sent_ids[0] if ours else "another writer's id"})
 
     gcs.script = script
     storage = gcs.storage()
     if ours:
         with storage.open_writer("k", if_absent=True) as f:
-            f.write(data)
+            f.write(b"checkpoint bytes")
     else:
         with pytest.raises(ObjectExistsError, match="gs://bkt/run/k already exists"):
             with storage.open_writer("k", if_absent=True) as f:
-                f.write(data)
+                f.write(b"checkpoint bytes")
+    assert len(set(sent_ids)) == 1  # both tries carried the writer's one id
+    assert [r[0] for r in gcs.seen] == ["POST", "POST", "GET"]
 
 
-def test_a_first_try_412_is_always_taken(gcs: ScriptedGCS) -> None:
-    gcs.script = lambda *request: _error(412, "Precondition Failed")
-    with pytest.raises(ObjectExistsError):
+def test_a_412_for_an_object_with_no_write_id_is_refused(gcs: ScriptedGCS) -> None:
+    # Equal bytes from another writer are not ours: only the write id counts.
+    gcs.script = lambda method, *rest: _error(412, "Precondition Failed") if method == "POST" else _metadata(1)
+    with pytest.raises(ObjectExistsError, match="gs://bkt/run/k already exists"):
         with gcs.storage().open_writer("k", if_absent=True) as f:
             f.write(b"x")
-    assert [r[0] for r in gcs.seen] == ["POST"]
+    assert [r[0] for r in gcs.seen] == ["POST", "GET"]
 
 
 # -- resumable uploads resume where GCS stopped ----------------------------------------------------
@@ -240,7 +249,7 @@ def test_a_silent_endpoint_times_out() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)
         endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        storage = objio.open_storage("gs://bkt/run", {"endpoint": endpoint, "timeout": 0.5, "retry_deadline": 1})
+        storage = objio.open_storage("gs://bkt/run", {"endpoint": endpoint, "read_timeout": 0.5, "retry_deadline": 1})
         start = time.monotonic()
         with pytest.raises(StorageUnavailableError, match="did not answer"):
             storage.exists("k")
