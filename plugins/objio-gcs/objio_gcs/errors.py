@@ -137,6 +137,6 @@ def unavailable_error(
     return StorageUnavailableError(
         f"could not {doing} {url}: {endpoint} {failed} ({reason}) in {attempts} attempt"
         f"{'s' if attempts != 1 else ''} over {elapsed:.1f} s; check the endpoint and the network, or raise "
-        f"storage_options['timeout'] / ['retry_deadline']",
+        f"storage_options['connect_timeout'] / ['read_timeout'] / ['retry_deadline']",
         url=url,
     )

@@ -68,6 +68,7 @@ class Emulator:
     """
 
     def __init__(self, log_path: Path, root: Path | None = None) -> None:
+        self.bucket = BUCKET
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._log_path = log_path
