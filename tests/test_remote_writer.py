@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from objio.errors import ObjectExistsError, StorageOptionsError, StorageUnavailableError
-from objio.remote import StagedWriter
+from objio.remote import StagedWriter, join_background_aborts
 
 PART = 8
 WAIT = 30  # seconds a test waits on an event that the code under test must set
@@ -229,3 +229,17 @@ def test_closing_ends_writing_but_not_the_upload() -> None:
 def test_a_part_size_the_backend_cannot_take_is_refused() -> None:
     with pytest.raises(StorageOptionsError, match="part size 10 for mem://k must be a positive multiple of 4"):
         StagedWriter(FakeSession({}, multiple=4), url="mem://k", part_size=10, max_in_flight=1)
+
+
+def test_a_writer_dropped_while_parts_go_up_is_collected_and_aborts_after_them() -> None:
+    session = FakeSession({})
+    session.gate.clear()
+    w = writer(session)
+    w.write(b"q" * (PART * 2 + 1))
+    assert session.sending.acquire(timeout=WAIT)
+    del w
+    gc.collect()  # the finalizer ran although part 1 is still going up: it did not wait for it
+    assert not session.aborted.is_set()
+    session.gate.set()
+    assert join_background_aborts(timeout=WAIT)
+    assert session.calls[-1] == "abort" and "commit" not in session.calls

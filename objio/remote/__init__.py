@@ -9,5 +9,6 @@ from objio.remote.reader import RangeSource as RangeSource
 from objio.remote.writer import WRITE_ID_KEY as WRITE_ID_KEY
 from objio.remote.writer import StagedWriter as StagedWriter
 from objio.remote.writer import UploadSession as UploadSession
+from objio.remote.writer import join_background_aborts as join_background_aborts
 
-__all__ = ["WRITE_ID_KEY", "RangeReader", "RangeSource", "StagedWriter", "UploadSession"]
+__all__ = ["WRITE_ID_KEY", "RangeReader", "RangeSource", "StagedWriter", "UploadSession", "join_background_aborts"]

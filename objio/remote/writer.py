@@ -15,7 +15,7 @@ calls; :class:`StagedWriter` does everything else, once, for every backend:
   the parts going up are waited for (at most ``discard_wait`` seconds), then the upload is
   aborted. A writer dropped without exiting is discarded by its finalizer, which never blocks: it
   hands the abort to a background thread (so does a discard on a thread that runs an event loop,
-  which the abort itself may need);
+  which the abort itself may need); :func:`join_background_aborts` waits for those;
 - a lost commit answer: if the commit raises :class:`~objio.errors.ObjectExistsError` (the retry of
   our own create-only commit, refused because the first attempt landed) or
   :class:`~objio.errors.StorageUnavailableError` (the answer never came), the writer asks the
@@ -54,13 +54,14 @@ import logging
 import secrets
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
 from objio.errors import ObjectExistsError, StorageOptionsError, StorageUnavailableError
 
-__all__ = ["DISCARD_WAIT", "WRITE_ID_KEY", "StagedWriter", "UploadSession", "new_write_id"]
+__all__ = ["DISCARD_WAIT", "WRITE_ID_KEY", "StagedWriter", "UploadSession", "join_background_aborts", "new_write_id"]
 
 #: The metadata key under which a backend stores the write id with the object.
 WRITE_ID_KEY = "objio-write-id"
@@ -167,7 +168,7 @@ class StagedWriter(io.RawIOBase):
         self._started = False
         self._in_flight: list[concurrent.futures.Future[None]] = []
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._failure: BaseException | None = None  # the first failed part: the writer is broken
+        self._parts = _Parts(session)
         self._state = "open"  # -> "committed" | "discarded"
 
     def __repr__(self) -> str:
@@ -259,8 +260,8 @@ class StagedWriter(io.RawIOBase):
     # -- helpers ---------------------------------------------------------------------------------
 
     def _check_writable(self, *, committing: bool = False) -> None:
-        if self._failure is not None:
-            raise self._failure
+        if self._parts.failure is not None:
+            raise self._parts.failure
         if self._state != "open":
             raise ValueError(f"the writer of {self.name} is already {self._state}")
         if self.closed and not committing:
@@ -273,7 +274,7 @@ class StagedWriter(io.RawIOBase):
             try:
                 self._session.start(self.write_id)
             except BaseException as e:
-                self._failure = e
+                self._parts.failure = e
                 raise
             self._started = True
             workers = self._max_in_flight if self._session.parallel_parts else 1
@@ -282,27 +283,19 @@ class StagedWriter(io.RawIOBase):
             self._wait(concurrent.futures.FIRST_COMPLETED)
         assert self._executor is not None
         data, self._buffer = self._buffer.getvalue(), io.BytesIO()
-        self._in_flight.append(self._executor.submit(self._send, self._next_part, self._sent, data))
+        # In a box the worker empties: the executor keeps its arguments until after the future is
+        # done, when the writer may already be filling the next part (one part over the bound).
+        box = [data]
+        self._in_flight.append(self._executor.submit(self._parts.send, self._next_part, self._sent, box))
         self._next_part += 1
         self._sent += len(data)
-
-    def _send(self, number: int, offset: int, data: bytes) -> None:
-        """On a worker thread: send one part, unless the writer already failed or was discarded."""
-        if self._failure is not None or self._state != "open":
-            return
-        try:
-            self._session.send_part(number, offset, data)
-        except Exception as e:
-            if self._failure is None:
-                self._failure = e
-            raise
 
     def _wait(self, return_when: str) -> None:
         """Wait for the first part in flight to finish, or all of them; raise the first failure."""
         done, pending = concurrent.futures.wait(self._in_flight, return_when=return_when)
         self._in_flight = [future for future in self._in_flight if future in pending]
-        if self._failure is not None:
-            raise self._failure
+        if self._parts.failure is not None:
+            raise self._parts.failure
 
     def _landed(self) -> bool:
         """Whether the object at the key is the one this writer committed (see the module doc)."""
@@ -315,6 +308,7 @@ class StagedWriter(io.RawIOBase):
         if self._state != "open":
             return
         self._state = "discarded"
+        self._parts.cancelled = True
         self._buffer = None
         pending, self._in_flight = self._in_flight, []
         for future in pending:
@@ -337,6 +331,46 @@ class StagedWriter(io.RawIOBase):
             executor.shutdown(wait=False)
 
 
+class _Parts:
+    """What the worker threads share with the writer: not the writer itself, so that a writer
+    dropped while its parts go up is collected (and discarded) at once."""
+
+    def __init__(self, session: UploadSession) -> None:
+        self.session = session
+        self.failure: BaseException | None = None  # the first failed part: the writer is broken
+        self.cancelled = False
+
+    def send(self, number: int, offset: int, box: list[bytes]) -> None:
+        """On a worker thread: send one part, unless the writer already failed or was discarded."""
+        data = box.pop()
+        if self.failure is not None or self.cancelled:
+            return
+        try:
+            self.session.send_part(number, offset, data)
+        except Exception as e:
+            if self.failure is None:
+                self.failure = e
+            raise
+
+
+def join_background_aborts(timeout: float | None = None) -> bool:
+    """Wait for the aborts that dropped writers handed to background threads; whether all ended.
+
+    A process that wants no upload left behind by a dropped writer calls this before it exits
+    (background aborts are daemon threads, so that an exit never hangs on a dead endpoint).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with _aborts_lock:
+        threads = list(_aborts)
+    for thread in threads:
+        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    return not any(thread.is_alive() for thread in threads)
+
+
+_aborts: set[threading.Thread] = set()
+_aborts_lock = threading.Lock()
+
+
 def _on_event_loop() -> bool:
     """Whether this thread runs an asyncio event loop (which a blocking wait would stall)."""
     try:
@@ -357,14 +391,21 @@ def _abort_in_background(session: UploadSession, url: str, running: Sequence[con
     """Abort once the parts still going up have ended, on a thread of its own; return at once."""
 
     def abort_after_parts() -> None:
-        concurrent.futures.wait(running)
-        _abort(session, url)
+        try:
+            concurrent.futures.wait(running)
+            _abort(session, url)
+        finally:
+            with _aborts_lock:
+                _aborts.discard(threading.current_thread())
 
     if sys.is_finalizing():
         return  # no new threads now; what is left behind is the backend cleanup's job
     # A daemon: a process that exits must not wait on a dead endpoint for an abort.
     thread = threading.Thread(target=abort_after_parts, name="objio-abort", daemon=True)
+    with _aborts_lock:
+        _aborts.add(thread)
     try:
         thread.start()
     except RuntimeError:  # interpreter shutting down
-        pass
+        with _aborts_lock:
+            _aborts.discard(thread)

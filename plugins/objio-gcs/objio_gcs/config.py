@@ -54,7 +54,8 @@ class GCSOptions:
     :ivar retry_deadline: seconds for which a failing request is retried, with exponential backoff,
         counted from its first failure. A dead endpoint gives
         :class:`~objio.errors.StorageUnavailableError` after about this long; a frozen one (that
-        accepts connections but never answers) after at most this plus one ``read_timeout``.
+        accepts connections but never answers) after at most this plus two ``read_timeout``
+        (the first try, and the last one begun before the deadline).
     """
 
     project: str | None = None
@@ -62,8 +63,8 @@ class GCSOptions:
     endpoint: str | None = None
     requester_pays: bool | str = False
     chunk_size: int = 64 << 20
-    connect_timeout: float = 10.0
-    read_timeout: float = 30.0
+    connect_timeout: float = 5.0
+    read_timeout: float = 20.0
     retry_deadline: float = 30.0
 
     @classmethod

@@ -37,6 +37,9 @@ _CHUNKS_IN_FLIGHT = 1
 #: Bytes a small read (a zip or npy header) fetches around itself; larger reads go straight into
 #: the caller's buffer.
 READ_BLOCK = 256 * 1024
+# A large read (an array) is split into this many ranges fetched at once: one GCS stream is slower
+# than the link, several fill it.
+_RANGES_AT_ONCE = 4
 
 
 class GCSStorage:
@@ -88,7 +91,14 @@ class GCSStorage:
         current = source.current()
         if current is None:
             raise ObjectNotFoundError(f"{url} does not exist", url=url)
-        raw = RangeReader(source, name=url, size=current.size, version=current.generation, block_size=READ_BLOCK)
+        raw = RangeReader(
+            source,
+            name=url,
+            size=current.size,
+            version=current.generation,
+            block_size=READ_BLOCK,
+            concurrency=_RANGES_AT_ONCE,
+        )
         return io.BufferedReader(raw, buffer_size=READ_BLOCK)  # type: ignore[return-value]
 
     def open_writer(self, key: str, *, if_absent: bool = False) -> StagedWriter:

@@ -198,7 +198,7 @@ class Transport:
 
         The deadline counts from the first failure, not from the first try: a 64 MiB chunk that took
         a minute to send and then met a 503 still deserves its retries. So a dead endpoint fails
-        after about ``retry_deadline`` seconds, a frozen one after at most that plus one read timeout.
+        after about ``retry_deadline`` seconds, a frozen one after at most that plus two read timeouts.
         """
         start = time.monotonic()
         first_failure: float | None = None
@@ -243,8 +243,13 @@ class Transport:
         json_body: Any = None,
         into: memoryview | None = None,
         retried: bool = False,
+        read_timeout: float | None = None,
     ) -> Response:
-        """One try of a request, with no retry: any status comes back as a :class:`Response`."""
+        """One try of a request, with no retry: any status comes back as a :class:`Response`.
+
+        :param read_timeout: a shorter read timeout than the storage's, for a best-effort call.
+        """
+        timeout = self._timeout if read_timeout is None else (self._timeout[0], min(read_timeout, self._timeout[1]))
         with self._session.request(
             method,
             url,
@@ -252,7 +257,7 @@ class Transport:
             headers=dict(headers or {}),
             data=_body(data),
             json=json_body,
-            timeout=self._timeout,
+            timeout=timeout,
             stream=True,
         ) as r:
             if into is not None and r.status_code in (200, 206):

@@ -40,6 +40,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/octet-stream"
+# How long a cancel waits for GCS's answer: a cancel is hygiene (an abandoned session is invisible
+# and expires), so it must not hold up the error that made the writer discard.
+_CANCEL_READ_TIMEOUT = 5.0
 
 
 class GCSUploadSession:
@@ -261,7 +264,9 @@ def cancel_session(transport: Transport, uri: str, url: str) -> bool:
     parts = urlsplit(uri)
     query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "ifGenerationMatch"])
     try:
-        response = transport.attempt("DELETE", urlunsplit(parts._replace(query=query)))
+        response = transport.attempt(
+            "DELETE", urlunsplit(parts._replace(query=query)), read_timeout=_CANCEL_READ_TIMEOUT
+        )
     except Exception as e:  # noqa: BLE001 - hygiene only: the upload is invisible either way
         logger.debug("could not cancel the upload session of %s: %r", url, e)
         return False

@@ -170,6 +170,9 @@ class FaultProxy:
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.seen: list[tuple[str, str, str]] = []  # (method, path?query, what was done)
+        self.headers: list[dict[str, str]] = []  # the headers of each request in seen, lower-cased
+        self.parts_running = 0  # UploadPart requests being served now
+        self.most_parts_running = 0
         self._rules: list[list[Any]] = []
         self._lock = threading.Lock()
         proxy = self
@@ -214,8 +217,21 @@ class FaultProxy:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
         action = self._action_for(handler.command, handler.path)
+        is_part = handler.command == "PUT" and "partNumber=" in handler.path
         with self._lock:
             self.seen.append((handler.command, handler.path, action))
+            self.headers.append({k.lower(): v for k, v in handler.headers.items()})
+            if is_part:
+                self.parts_running += 1
+                self.most_parts_running = max(self.most_parts_running, self.parts_running)
+        try:
+            self._answer(handler, action, body)
+        finally:
+            if is_part:
+                with self._lock:
+                    self.parts_running -= 1
+
+    def _answer(self, handler: http.server.BaseHTTPRequestHandler, action: str, body: bytes) -> None:
         if action in ("slowdown", "denied"):
             status, payload = (503, _SLOW_DOWN) if action == "slowdown" else (403, _ACCESS_DENIED)
             handler.send_response(status)
