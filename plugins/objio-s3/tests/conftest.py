@@ -73,6 +73,7 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """Stop the process we started, by its PID: SIGTERM, then SIGKILL if it lingers."""
     if process.poll() is None:
+        os.kill(process.pid, signal.SIGCONT)  # a frozen one must wake up to hear the SIGTERM
         os.kill(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=10)
@@ -81,12 +82,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``http://127.0.0.1:PORT`` of a moto_server process, with the environment pointing at it."""
-    folder = tmp_path_factory.mktemp("moto")
+def start_moto_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A new moto_server process on a free 127.0.0.1 port (its log in ``folder``), and its endpoint."""
     env = {k: v for k, v in os.environ.items() if k not in CLEARED_ENV} | TEST_ENV
-    process = None
     for _ in range(3):  # a free port can be taken by someone else before moto binds it: try again
         port = _free_port()
         with open(folder / "moto.log", "ab") as log:
@@ -98,11 +96,16 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 env=env,
             )
         if _wait_for_port(port, process, timeout=30):
-            break
+            return process, f"http://127.0.0.1:{port}"
         _stop(process)
-    else:
-        raise RuntimeError(f"moto_server did not start; see {folder / 'moto.log'}")
-    endpoint = f"http://127.0.0.1:{port}"
+    raise RuntimeError(f"moto_server did not start; see {folder / 'moto.log'}")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a moto_server process, with the environment pointing at it."""
+    folder = tmp_path_factory.mktemp("moto")
+    process, endpoint = start_moto_server(folder)
     try:
         with pytest.MonkeyPatch.context() as mp:
             for name in CLEARED_ENV:
@@ -272,3 +275,41 @@ def fault_proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
     proxy = FaultProxy(int(moto_endpoint.rsplit(":", 1)[1]))
     yield proxy
     proxy.close()
+
+
+# -- a moto_server of a test's own, to freeze or kill ----------------------------------------------
+
+
+class OwnMoto:
+    """A moto_server process that one test alone uses, and may freeze (SIGSTOP), thaw or kill."""
+
+    def __init__(self, folder: Path) -> None:
+        self.process, self.endpoint = start_moto_server(folder)
+        self.client = boto3.client("s3", endpoint_url=self.endpoint)
+        self.bucket = "objio-faults"
+        self.client.create_bucket(Bucket=self.bucket)
+
+    def pending(self) -> list[str]:
+        """Keys with a multipart upload still open in the bucket."""
+        return pending_uploads(self.client, self.bucket)
+
+    def freeze(self) -> None:
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def own_moto(tmp_path: Path) -> Iterator[OwnMoto]:
+    """An :class:`OwnMoto` with a bucket ``objio-faults``; stopped (thawed first) at the end."""
+    moto = OwnMoto(tmp_path)
+    try:
+        yield moto
+    finally:
+        moto.client.close()
+        _stop(moto.process)
