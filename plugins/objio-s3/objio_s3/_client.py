@@ -56,7 +56,13 @@ def get_range_into(
     stop = start + len(into)
     for attempt in range(_BODY_TRIES):
         response = call(
-            fs, "get_object", timeout=timeout, Bucket=bucket, Key=key, Range=f"bytes={start}-{stop - 1}", **condition
+            fs,
+            "get_object",
+            timeout=_left(deadline),
+            Bucket=bucket,
+            Key=key,
+            Range=f"bytes={start}-{stop - 1}",
+            **condition,
         )
         try:
             got = fsspec.asyn.sync(fs.loop, _read_into, response["Body"], into, timeout=_left(deadline))
