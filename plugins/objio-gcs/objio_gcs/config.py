@@ -49,6 +49,8 @@ class GCSOptions:
     :ivar chunk_size: bytes per upload request. Up to this size an object is written in one request;
         larger objects stream through a resumable session, this many bytes at a time, holding at
         most two chunks in memory. A multiple of 256 KiB.
+    :ivar read_concurrency: ranges a large read (an array) is split into, fetched at once. One
+        stream from GCS can be slower than the link, several can fill it, at some CPU cost.
     :ivar connect_timeout: seconds one request may wait for its connection to open.
     :ivar read_timeout: seconds one request may wait for the server's next bytes.
     :ivar retry_deadline: seconds for which a failing request is retried, with exponential backoff,
@@ -63,6 +65,7 @@ class GCSOptions:
     endpoint: str | None = None
     requester_pays: bool | str = False
     chunk_size: int = 64 << 20
+    read_concurrency: int = 1
     connect_timeout: float = 5.0
     read_timeout: float = 20.0
     retry_deadline: float = 30.0
@@ -96,6 +99,14 @@ class GCSOptions:
             raise GCSOptionsError(
                 f"storage_options['chunk_size'] must be a positive multiple of 256 KiB ({CHUNK_ALIGNMENT}), "
                 f"got {opts.chunk_size!r}"
+            )
+        if (
+            isinstance(opts.read_concurrency, bool)
+            or not isinstance(opts.read_concurrency, int)
+            or opts.read_concurrency < 1
+        ):
+            raise GCSOptionsError(
+                f"storage_options['read_concurrency'] must be a positive whole number, got {opts.read_concurrency!r}"
             )
         for name in ("connect_timeout", "read_timeout", "retry_deadline"):
             value = getattr(opts, name)

@@ -37,9 +37,6 @@ _CHUNKS_IN_FLIGHT = 1
 #: Bytes a small read (a zip or npy header) fetches around itself; larger reads go straight into
 #: the caller's buffer.
 READ_BLOCK = 256 * 1024
-# A large read (an array) is split into this many ranges fetched at once: one GCS stream is slower
-# than the link, several fill it.
-_RANGES_AT_ONCE = 4
 
 
 class GCSStorage:
@@ -97,7 +94,7 @@ class GCSStorage:
             size=current.size,
             version=current.generation,
             block_size=READ_BLOCK,
-            concurrency=_RANGES_AT_ONCE,
+            concurrency=self.options.read_concurrency,
         )
         return io.BufferedReader(raw, buffer_size=READ_BLOCK)  # type: ignore[return-value]
 

@@ -72,6 +72,7 @@ def test_unknown_options_are_refused_with_what_is_accepted(gcs_endpoint: str) ->
         ({"chunk_size": 1000}, "multiple of 256 KiB"),
         ({"chunk_size": 0}, "multiple of 256 KiB"),
         ({"connect_timeout": 0}, "positive number of seconds"),
+        ({"read_concurrency": 0}, "positive whole number"),
         ({"read_timeout": -1.0}, "positive number of seconds"),
         ({"timeout": 5}, r"unknown storage_options \['timeout'\]"),
         ({"retry_deadline": "soon"}, "positive number of seconds"),
@@ -326,6 +327,20 @@ def test_reads_fetch_only_the_bytes_asked_for(gcs_url: str) -> None:
         assert f.read(1000) == data[5 * MIB : 5 * MIB + 1000]
         raw = f.raw  # type: ignore[attr-defined]
         assert raw.requests == 1 and raw.fetched_bytes <= READ_BUFFER
+
+
+@pytest.mark.parametrize("ranges", [1, 4])
+def test_a_large_read_is_split_into_read_concurrency_ranges(gcs_url: str, http_log: list[Any], ranges: int) -> None:
+    storage = objio.open_storage(gcs_url, {"read_concurrency": ranges})
+    data = _payload(8 * MIB)
+    with storage.open_writer("obj") as f:
+        f.write(data)
+    http_log.clear()
+    with storage.open_reader("obj") as f:
+        assert f.read() == data
+    media = sorted(c.headers["Range"] for c in http_log if c.params.get("alt") == "media")
+    assert len(media) == ranges
+    assert sum(c.received_bytes for c in http_log if c.params.get("alt") == "media") == len(data)
 
 
 def test_loading_some_variables_fetches_only_their_bytes(gcs_url: str, http_log: list[Any]) -> None:
