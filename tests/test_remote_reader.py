@@ -142,3 +142,13 @@ def test_a_closed_reader_refuses_reads() -> None:
     f.close()
     with pytest.raises(ValueError, match="closed reader of mem://k"):
         f.read(1)
+
+
+def test_a_jump_after_a_large_read_fetches_no_window_ahead() -> None:
+    source = FakeSource()
+    with reader(source, read_ahead=BLOCK * 4) as f:
+        f.seek(BLOCK)
+        f.read(BLOCK * 2)  # one member's data
+        f.seek(BLOCK * 10)
+        assert f.read(10) == DATA[BLOCK * 10 : BLOCK * 10 + 10]  # another member: a partial load
+    assert source.ranges() == [(BLOCK, BLOCK * 3), (BLOCK * 10, BLOCK * 11)]

@@ -10,11 +10,15 @@ data is contiguous. A backend supplies one :class:`RangeSource` (a ranged fetch 
   cache, which serves the reads after it. Near the end of the object the block ends at the end, so
   the zip end records and directory come in one request; the first such fetch also fetches the
   object's first block alongside, in the background (where the first member starts);
-- with ``read_ahead``, a read that continues the previous one (a full load streaming through the
-  file) starts fetching the next ``read_ahead`` bytes in the background.
+- with ``read_ahead``, a read that starts where a large read ended (a full load going on to the
+  next member) fetches the ``read_ahead`` bytes from there, and while the caller reads such a
+  window, the next one is fetched in the background.
 
 A partial load fetches the members it wants plus at most a block around each. Memory beyond the
-caller's buffers is at most ``3 * block_size + read_ahead``.
+caller's buffers is at most ``2 * block_size + 2 * read_ahead``. Bytes fetched ahead are copied into the
+caller's buffer when it reads them: the price of fewer, larger requests while streaming (on some
+servers, such as moto, each range request costs in proportion to the whole object's size).
+A reader is used by one thread at a time.
 
 Every fetch is pinned to the version seen at open (an ETag, a generation): a replaced object
 gives :class:`~objio.errors.ChangedWhileReadingError`, a deleted one
@@ -48,7 +52,8 @@ __all__ = ["BLOCK_SIZE", "RangeReader", "RangeSource"]
 
 #: The default smallest fetch.
 BLOCK_SIZE = 1 << 20
-_MAX_BLOCKS = 3  # the block being read, the next one fetched ahead, and the object's first block
+_MAX_BLOCKS = 4  # the zip end, the object's first block, the window being read and the next one
+_SMALL_GAP = 64  # bytes a read may skip and still stream on (a zip data descriptor)
 
 
 class RangeSource(Protocol):
@@ -72,6 +77,7 @@ class _Block:
     start: int
     data: bytearray
     future: concurrent.futures.Future[None] | None = None
+    ahead: bool = False  # a read-ahead window: reading it fetches the next one
 
     @property
     def stop(self) -> int:
@@ -86,7 +92,7 @@ class RangeReader(io.RawIOBase):
     :param size: the object's size in bytes.
     :param version: the version to pin every fetch to (``None``: none known).
     :param block_size: the smallest fetch (see the module doc).
-    :param read_ahead: bytes fetched ahead while a read continues the previous one; 0: none.
+    :param read_ahead: the window fetched ahead while a load streams through the object; 0: none.
     :param concurrency: ranges a large read is split into, fetched at once (each at least a block).
     :ivar fetched_bytes: bytes fetched so far (to check that partial loads stay partial).
     :ivar requests: fetches made so far.
@@ -117,7 +123,7 @@ class RangeReader(io.RawIOBase):
         self._read_ahead = read_ahead
         self._concurrency = concurrency
         self._position = 0
-        self._last_stop = -1  # where the last read ended: a read starting there continues it
+        self._stream_stop = -1  # where the last large or read-ahead read ended; a read there streams on
         self._blocks: list[_Block] = []
         self._fetched_any = False
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -168,7 +174,9 @@ class RangeReader(io.RawIOBase):
         count = min(len(view), self._size - start)
         if count <= 0:
             return 0
-        continues = start == self._last_stop
+        # A read that starts where a large one ended (a zip data descriptor may lie between) is a
+        # full load streaming on to the next member: from here, fetch windows ahead.
+        streaming = self._read_ahead > 0 and 0 <= self._stream_stop <= start <= self._stream_stop + _SMALL_GAP
         done = 0
         while done < count:
             position = start + done
@@ -179,14 +187,20 @@ class RangeReader(io.RawIOBase):
                 take = min(count - done, len(data) - offset)
                 view[done : done + take] = data[offset : offset + take]
                 done += take
+                if block.ahead:
+                    streaming = True
+                    self._window_after(block, position)
+            elif streaming:
+                self._drop_behind(position)
+                self._fetch_ahead(position, min(self._size, position + self._read_ahead), ahead=True)
             elif count - done >= self._block_size:
                 self._fetch_direct(position, view[done:count])
                 done = count
+                streaming = True
             else:
                 self._load_block(position)
-        stop = self._position = self._last_stop = start + count
-        if continues and self._read_ahead and stop < self._size and self._block_at(stop) is None:
-            self._fetch_ahead(stop, min(self._size, stop + self._read_ahead))
+        stop = self._position = start + count
+        self._stream_stop = stop if streaming else -1
         return count
 
     def readall(self) -> bytes:
@@ -236,18 +250,31 @@ class RangeReader(io.RawIOBase):
         self._counted_fetch(start, stop, memoryview(block.data))
         self._keep(block)
 
-    def _fetch_ahead(self, start: int, stop: int) -> None:
-        block = _Block(start, bytearray(stop - start))
+    def _window_after(self, block: _Block, position: int) -> None:
+        """While the caller reads (at ``position``) a window fetched ahead, fetch the next one."""
+        if block.stop < self._size and self._block_at(block.stop) is None:
+            self._drop_behind(position)
+            self._fetch_ahead(block.stop, min(self._size, block.stop + self._read_ahead), ahead=True)
+
+    def _drop_behind(self, position: int) -> None:
+        # A stream does not go back: what ends before it goes (the zip directory at the end stays).
+        self._drop([block for block in self._blocks if block.stop <= position])
+
+    def _fetch_ahead(self, start: int, stop: int, *, ahead: bool = False) -> None:
+        block = _Block(start, bytearray(stop - start), ahead=ahead)
         self._count(1, stop - start)
         block.future = self._workers().submit(self._source.fetch, start, stop, memoryview(block.data), self.version)
         self._keep(block)
 
     def _keep(self, block: _Block) -> None:
         self._blocks.append(block)
-        while len(self._blocks) > _MAX_BLOCKS:
-            dropped = self._blocks.pop(0)
-            if dropped.future is not None:
-                dropped.future.cancel()
+        self._drop(self._blocks[:-_MAX_BLOCKS])
+
+    def _drop(self, blocks: list[_Block]) -> None:
+        for block in blocks:
+            self._blocks.remove(block)
+            if block.future is not None:
+                block.future.cancel()
 
     def _fetch_direct(self, start: int, into: memoryview) -> None:
         """Fill ``into`` from ``start``, in up to ``concurrency`` ranges at once, this thread doing one."""

@@ -70,7 +70,8 @@ class Transfer:
     :ivar read_block_size: the smallest range a reader fetches; a read at least this large goes
         straight into the caller's buffer.
     :ivar read_ahead: bytes a reader fetches ahead, in the background, while a load streams
-        through a file (0: none, the default; every byte then lands in its array directly).
+        through a file: few large requests, overlapped with decoding, at the price of one copy of
+        what was fetched ahead. 0: none; every large read then lands in its array directly.
     :ivar read_concurrency: range requests that one large read is split into, sent at once. One
         (the default) makes the fewest requests, which S3 bills and which S3-compatible servers
         such as moto or MinIO on one disk serve best; on AWS, 4 to 8 reads faster.
@@ -81,7 +82,7 @@ class Transfer:
     part_size: int = 16 * MiB
     max_in_flight: int = 4
     read_block_size: int = 1 * MiB
-    read_ahead: int = 0
+    read_ahead: int = 64 * MiB
     read_concurrency: int = 1
     request_timeout: float = 60.0
 
