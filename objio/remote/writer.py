@@ -43,6 +43,8 @@ Writing a backend: implement :class:`UploadSession` and return a :class:`StagedW
 Session methods are plain blocking calls; ``send_part`` runs on the writer's worker threads, the
 others on the caller's thread (``abort`` also on a background thread, see above). Each raises
 objio's typed errors (:mod:`objio.errors`) itself: the writer passes them on unchanged.
+A writer is used by one thread at a time; ``send_part`` must be safe to call from several threads
+at once when ``parallel_parts`` is true.
 """
 
 from __future__ import annotations
