@@ -226,6 +226,33 @@ def test_a_failed_chunk_resumes_from_what_gcs_kept(gcs: ScriptedGCS, fail_chunk:
     assert sum(1 for r in gcs.seen if r[2].get("Content-Range") == "bytes */*") == 1
 
 
+@pytest.mark.parametrize("ours", [True, False])
+def test_a_lost_answer_to_the_final_chunk_is_resolved_by_the_write_id(gcs: ScriptedGCS, ours: bool) -> None:
+    started: list[str] = []
+
+    def script(method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        if method == "POST":  # the session starts: its metadata carries the write id
+            started.append(json.loads(body)["metadata"]["objio-write-id"])
+            return 200, {"Location": "/upload/session/1"}, b""
+        if method == "PUT" and headers["Content-Range"].endswith("/*"):
+            return 308, {"Range": "bytes=0-262143"}, b""  # the first chunk
+        if method == "PUT":  # the final chunk lands, but every answer about it is lost
+            return _error(503, "the answer is lost")
+        return _metadata(300 * 1024, metadata={"objio-write-id": started[0] if ours else "another writer's id"})
+
+    gcs.script = script
+    storage = gcs.storage(chunk_size=256 * 1024, retry_deadline=0.2)
+    if ours:
+        with storage.open_writer("k") as f:
+            f.write(bytes(300 * 1024))
+    else:
+        with pytest.raises(StorageUnavailableError, match="could not write gs://bkt/run/k"):
+            with storage.open_writer("k") as f:
+                f.write(bytes(300 * 1024))
+    assert [r[0] for r in gcs.seen][-1] == ("GET" if ours else "DELETE")  # looked, or discarded after looking
+    assert any(r[0] == "GET" and "/o/run%2Fk" in r[1] for r in gcs.seen)
+
+
 # -- endpoints that do not answer --------------------------------------------------------------------
 
 
