@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import io
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -39,6 +40,48 @@ _CHUNKS_IN_FLIGHT = 1
 READ_BLOCK = 256 * 1024
 
 
+# Transports by the options that make them, in this process: storages opened with the same options
+# (a save_var_collection call each) share credentials, their token and the connection pool, instead
+# of looking up credentials and fetching a token again for every file.
+_transports: dict[tuple[Any, ...], Transport] = {}
+_transports_lock = threading.Lock()
+
+
+def _shared_transport(opts: GCSOptions, url: str) -> Transport:
+    endpoint = opts.resolved_endpoint()
+    # Credentials objects and dicts are not shared by value: only tokens named by a string are.
+    shareable = opts.token is None or isinstance(opts.token, str)
+    key = (
+        os.getpid(),
+        endpoint,
+        opts.token,
+        opts.project,
+        opts.requester_pays,
+        opts.connect_timeout,
+        opts.read_timeout,
+        opts.retry_deadline,
+    )  # a forked child must not use its parent's sockets
+    with _transports_lock:
+        if shareable and key in _transports:
+            return _transports[key]
+    credentials, credentials_project = load_credentials(opts, endpoint, url)
+    payer = opts.requester_pays
+    if payer is True:  # bill the project given, else the one the credentials came with
+        payer = opts.project or credentials_project or ""
+    transport = Transport(
+        credentials,
+        endpoint or GOOGLE_ENDPOINT,
+        connect_timeout=opts.connect_timeout,
+        read_timeout=opts.read_timeout,
+        retry_deadline=opts.retry_deadline,
+        params={"userProject": payer} if payer else {},
+    )
+    if shareable:
+        with _transports_lock:
+            transport = _transports.setdefault(key, transport)
+    return transport
+
+
 class GCSStorage:
     """Objects in a GCS bucket below a prefix.
 
@@ -58,20 +101,7 @@ class GCSStorage:
         self.url = url
         self.options = GCSOptions.from_options(options or {})
         self.bucket, self.prefix = split_url(url)
-        endpoint = self.options.resolved_endpoint()
-        credentials, credentials_project = load_credentials(self.options, endpoint, url)
-        payer = self.options.requester_pays
-        if payer is True:  # bill the project given, else the one the credentials came with
-            payer = self.options.project or credentials_project or ""
-        params = {"userProject": payer} if payer else {}
-        self._t = Transport(
-            credentials,
-            endpoint or GOOGLE_ENDPOINT,
-            connect_timeout=self.options.connect_timeout,
-            read_timeout=self.options.read_timeout,
-            retry_deadline=self.options.retry_deadline,
-            params=params,
-        )
+        self._t = _shared_transport(self.options, url)
         # Resumable sessions whose cancel failed: (URI, gs:// URL) -> when. See cleanup().
         self._abandoned: dict[tuple[str, str], float] = {}
         self._abandoned_lock = threading.Lock()

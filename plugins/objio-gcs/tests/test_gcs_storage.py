@@ -132,6 +132,28 @@ def test_unusable_credentials_are_a_permission_error_that_says_how_to_fix_it(tmp
         load_credentials(GCSOptions(token=42), None, "gs://b/run")
 
 
+def test_storages_with_the_same_options_share_credentials_and_connections(
+    gcs_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads: list[object] = []
+    real = load_credentials
+
+    def counting(*args: Any) -> Any:
+        loads.append(args)
+        return real(*args)
+
+    monkeypatch.setattr("objio_gcs.storage.load_credentials", counting)
+    first = objio.open_storage(gcs_url, {"read_timeout": 7})
+    with first.open_writer("k") as f:
+        f.write(b"x")
+    second = objio.open_storage(f"{gcs_url}/other", {"read_timeout": 7})  # as save_var_collection does per file
+    assert _read(first, "k") == b"x" and second.list() == []
+    assert len(loads) == 1
+    objio.open_storage(gcs_url, {"read_timeout": 8})  # other options: their own credentials and pool
+    objio.open_storage(gcs_url, {"read_timeout": 7, "token": google.auth.credentials.AnonymousCredentials()})
+    assert len(loads) == 3
+
+
 def test_opening_a_storage_changes_no_environment_and_imports_no_gcsfs(gcs_url: str) -> None:
     code = (
         "import os, sys, objio; before = dict(os.environ); "
