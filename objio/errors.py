@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendNotFoundError",
+    "ChangedWhileReadingError",
     "CorruptFileError",
     "DtypeMismatchError",
     "MissingVariablesError",
@@ -48,6 +49,10 @@ class ObjectNotFoundError(StorageError, FileNotFoundError):
 
 class ObjectExistsError(StorageError, FileExistsError):
     """A create-only write found the object already there; the existing object was not touched."""
+
+
+class ChangedWhileReadingError(StorageError):
+    """The object was replaced while it was being read: the reader's version is gone; open it again."""
 
 
 class StoragePermissionError(StorageError, PermissionError):

@@ -1,11 +1,12 @@
-"""objio-gcs: Google Cloud Storage for objio, on gcsfs.
+"""objio-gcs: Google Cloud Storage for objio, on the GCS JSON API with google-auth.
 
 Installed, it makes ``gs://`` URLs work everywhere objio takes a path::
 
     import objio
     ckpt = objio.Checkpoint("gs://my-bucket/run", keep_ckpts=3)
 
-Importing this package does no work; gcsfs is imported when the first ``gs://`` storage opens.
+Importing this package does no work; google-auth and requests are imported when the first ``gs://``
+storage opens.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so that objio's plugin manager loading objio_gcs.plugin pulls in no gcsfs.
+    # Lazy, so that objio's plugin manager loading objio_gcs.plugin pulls in no HTTP client.
     if name == "GCSStorage":
         from objio_gcs.storage import GCSStorage
 

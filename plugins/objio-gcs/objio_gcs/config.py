@@ -1,4 +1,4 @@
-"""What a ``gs://`` URL and the user's ``storage_options=`` mean, and the gcsfs client they configure.
+"""What a ``gs://`` URL and the user's ``storage_options=`` mean, and the credentials they resolve to.
 
 Configuration follows what GCS users already do: application default credentials unless a token is
 given, ``STORAGE_EMULATOR_HOST`` for an emulator, and explicit options when neither fits::
@@ -11,6 +11,7 @@ given, ``STORAGE_EMULATOR_HOST`` for an emulator, and explicit options when neit
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -19,14 +20,14 @@ from urllib.parse import urlsplit
 from objio_gcs.errors import GCSOptionsError, credentials_error
 
 if TYPE_CHECKING:
-    from gcsfs.core import GCSFileSystem
+    from google.auth.credentials import Credentials
 
-__all__ = ["GCSOptions", "make_filesystem", "split_url"]
+__all__ = ["GCSOptions", "load_credentials", "split_url"]
 
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
-# gcsfs >= 2025.x swaps in a gRPC-capable file system unless this is false; against an emulator its
-# bucket-type probe waits 60 s per call (found on this project's machine, see ARCHITECTURE.md).
-ZB_HNS_ENV = "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"
+GOOGLE_ENDPOINT = "https://storage.googleapis.com"
+#: The OAuth scope objio needs: read, write and delete objects (never bucket or IAM settings).
+SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
 
 #: GCS takes resumable chunks in multiples of this (all but the last).
 CHUNK_ALIGNMENT = 256 * 1024
@@ -38,7 +39,7 @@ class GCSOptions:
     """The options the GCS backend accepts in ``storage_options=``.
 
     :ivar project: the Google Cloud project; needed only for requester-pays buckets.
-    :ivar token: credentials as gcsfs takes them: ``None`` for application default credentials
+    :ivar token: the credentials: ``None`` for application default credentials
         (``"anon"`` when an emulator is in use), ``"google_default"``, ``"anon"``, ``"cloud"`` (the
         metadata server), a path to a service-account or authorized-user JSON file, a dict of one, or a
         ``google.auth.credentials.Credentials``.
@@ -48,11 +49,15 @@ class GCSOptions:
     :ivar chunk_size: bytes per upload request. Up to this size an object is written in one request;
         larger objects stream through a resumable session, this many bytes at a time, holding at
         most two chunks in memory. A multiple of 256 KiB.
-    :ivar timeout: seconds one request may wait to connect or for the server's next bytes.
+    :ivar read_concurrency: ranges a large read (an array) is split into, fetched at once. One
+        stream from GCS can be slower than the link, several can fill it, at some CPU cost.
+    :ivar connect_timeout: seconds one request may wait for its connection to open.
+    :ivar read_timeout: seconds one request may wait for the server's next bytes.
     :ivar retry_deadline: seconds for which a failing request is retried, with exponential backoff,
         counted from its first failure. A dead endpoint gives
-        :class:`~objio.errors.StorageUnavailableError` after about this long; a silent one (that
-        accepts connections but never answers) after about this plus one or two ``timeout``.
+        :class:`~objio.errors.StorageUnavailableError` after about this long; a frozen one (that
+        accepts connections but never answers) after at most this plus two ``read_timeout``
+        (the first try, and the last one begun before the deadline).
     """
 
     project: str | None = None
@@ -60,7 +65,9 @@ class GCSOptions:
     endpoint: str | None = None
     requester_pays: bool | str = False
     chunk_size: int = 64 << 20
-    timeout: float = 30.0
+    read_concurrency: int = 1
+    connect_timeout: float = 5.0
+    read_timeout: float = 20.0
     retry_deadline: float = 30.0
 
     @classmethod
@@ -93,7 +100,15 @@ class GCSOptions:
                 f"storage_options['chunk_size'] must be a positive multiple of 256 KiB ({CHUNK_ALIGNMENT}), "
                 f"got {opts.chunk_size!r}"
             )
-        for name in ("timeout", "retry_deadline"):
+        if (
+            isinstance(opts.read_concurrency, bool)
+            or not isinstance(opts.read_concurrency, int)
+            or opts.read_concurrency < 1
+        ):
+            raise GCSOptionsError(
+                f"storage_options['read_concurrency'] must be a positive whole number, got {opts.read_concurrency!r}"
+            )
+        for name in ("connect_timeout", "read_timeout", "retry_deadline"):
             value = getattr(opts, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise GCSOptionsError(f"storage_options[{name!r}] must be a positive number of seconds, got {value!r}")
@@ -104,7 +119,7 @@ class GCSOptions:
     def resolved_endpoint(self) -> str | None:
         """The explicit endpoint, else ``$STORAGE_EMULATOR_HOST``, as ``scheme://host:port``; ``None`` for Google."""
         endpoint = self.endpoint or os.environ.get(EMULATOR_ENV, "")
-        if endpoint in ("", "default"):
+        if endpoint in ("", "default", GOOGLE_ENDPOINT):
             return None
         if "://" not in endpoint:  # the emulator convention allows a bare host:port
             endpoint = "http://" + endpoint
@@ -137,28 +152,57 @@ def split_url(url: str) -> tuple[str, str]:
     return parts.netloc, prefix + "/" if prefix else ""
 
 
-def make_filesystem(opts: GCSOptions, url: str) -> GCSFileSystem:
-    """The gcsfs file system (credentials, endpoint, aiohttp session, IO loop) for these options.
+def _credentials_from_info(info: dict[str, Any]) -> Credentials:
+    """Credentials from the JSON of a service-account key or an authorized-user file.
 
-    fsspec caches file systems by their arguments, so storages with the same options share one
-    connection pool.
-
-    :raises StoragePermissionError: the credentials cannot be loaded.
+    Only these two types, through their own constructors: google-auth deprecates loading any type
+    from an arbitrary file, as an external-account file can make it run a command.
     """
-    endpoint = opts.resolved_endpoint()
-    if endpoint is not None:
-        # Must happen before gcsfs is first imported; a user's explicit setting wins.
-        os.environ.setdefault(ZB_HNS_ENV, "false")
-    # The plain JSON-API file system, whatever the variable says: this backend only uses its
-    # credentials and session, never its gRPC (zonal bucket) paths.
-    from gcsfs.core import GCSFileSystem
+    kind = info.get("type")
+    if kind == "service_account":
+        from google.oauth2 import service_account
 
-    kwargs: dict[str, Any] = {"token": opts.resolved_token(endpoint), "endpoint_url": endpoint}
-    if opts.project is not None:
-        kwargs["project"] = opts.project
-    if opts.requester_pays:
-        kwargs["requester_pays"] = opts.requester_pays
+        return service_account.Credentials.from_service_account_info(info, scopes=SCOPES)  # type: ignore[no-any-return]
+    if kind == "authorized_user":
+        from google.oauth2 import credentials
+
+        return credentials.Credentials.from_authorized_user_info(info, scopes=SCOPES)  # type: ignore[no-any-return]
+    raise ValueError(
+        f"credentials of type {kind!r}: a key file or dict must be a 'service_account' or 'authorized_user' one; "
+        "for other types, pass a google.auth Credentials object as the token, or use application default credentials"
+    )
+
+
+def load_credentials(opts: GCSOptions, endpoint: str | None, url: str) -> tuple[Credentials, str | None]:
+    """The credentials (and the project they come with, if any) that ``opts.token`` stands for.
+
+    :param endpoint: the resolved endpoint; ``None`` for Google's.
+    :raises StoragePermissionError: the credentials cannot be loaded; the message says how to fix it.
+    """
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials, Credentials
+
+    token = opts.resolved_token(endpoint)
     try:
-        return GCSFileSystem(**kwargs)
+        if isinstance(token, Credentials):
+            return token, None
+        if token == "anon":
+            return AnonymousCredentials(), None  # type: ignore[no-untyped-call]
+        if token == "google_default":
+            credentials, project = google.auth.default(scopes=SCOPES)
+            return credentials, project
+        if token == "cloud":
+            from google.auth import compute_engine
+
+            return compute_engine.Credentials(), None  # type: ignore[no-untyped-call]
+        if isinstance(token, (str, os.PathLike)):
+            with open(token, encoding="utf-8") as f:
+                token = json.load(f)
+        if isinstance(token, Mapping):
+            return _credentials_from_info(dict(token)), token.get("project_id")
     except Exception as e:  # noqa: BLE001 - google-auth raises many types for missing or bad credentials
         raise credentials_error(url, e) from e
+    raise GCSOptionsError(
+        f"storage_options['token'] for {url} must be None, 'google_default', 'anon', 'cloud', a path to a JSON "
+        f"key file, a dict of one, or a google.auth Credentials; got {type(token).__name__}"
+    )

@@ -2,16 +2,19 @@
 
 Every request of this backend goes through :mod:`objio_gcs.transport`, which asks this module two
 questions: is this failure worth another attempt (:func:`is_retriable_status`,
-:func:`is_retriable_exception`), and which objio error does it become (:func:`error_for_status`,
-:func:`unavailable_error`). Errors name the ``gs://`` URL they are about and the fix.
+:func:`is_retriable_exception`, :func:`is_credentials_failure`), and which objio error does it
+become (:func:`error_for_status`, :func:`unavailable_error`, :func:`credentials_error`). Errors
+name the ``gs://`` URL they are about and the fix.
 """
 
 from __future__ import annotations
 
-import asyncio
+import http.client
 import json
 
-import aiohttp
+import requests
+import urllib3.exceptions
+from google.auth import exceptions as auth_exceptions
 
 from objio.errors import (
     ObjectExistsError,
@@ -27,6 +30,7 @@ __all__ = [
     "credentials_error",
     "error_for_status",
     "exists_error",
+    "is_credentials_failure",
     "is_retriable_exception",
     "is_retriable_status",
     "server_message",
@@ -53,13 +57,31 @@ def is_retriable_status(status: int) -> bool:
 
 
 def is_retriable_exception(exc: BaseException) -> bool:
-    """Whether a failure to get an answer at all (refused, reset, timed out) is worth another try.
+    """Whether a failure to get an answer at all (refused, reset, timed out, cut short) is worth another try.
 
-    Bad URLs and TLS certificate failures are client errors that no retry fixes.
+    Bad URLs and TLS certificate failures are client errors that no retry fixes. A body cut short
+    shows as urllib3's or http.client's own exception, which ``requests`` does not wrap.
     """
-    if isinstance(exc, (aiohttp.InvalidURL, aiohttp.ClientSSLError)):
+    if isinstance(exc, (requests.exceptions.SSLError, requests.exceptions.InvalidURL)):
         return False
-    return isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, TimeoutError))
+    return isinstance(
+        exc,
+        (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.HTTPError,
+            http.client.HTTPException,
+            auth_exceptions.TransportError,  # the token endpoint or metadata server did not answer
+            ConnectionError,
+            TimeoutError,
+        ),
+    )
+
+
+def is_credentials_failure(exc: BaseException) -> bool:
+    """Whether credentials were refused when refreshed (no retry helps; the user must fix them)."""
+    return isinstance(exc, (auth_exceptions.RefreshError, auth_exceptions.DefaultCredentialsError))
 
 
 def server_message(body: bytes) -> str:
@@ -115,6 +137,6 @@ def unavailable_error(
     return StorageUnavailableError(
         f"could not {doing} {url}: {endpoint} {failed} ({reason}) in {attempts} attempt"
         f"{'s' if attempts != 1 else ''} over {elapsed:.1f} s; check the endpoint and the network, or raise "
-        f"storage_options['timeout'] / ['retry_deadline']",
+        f"storage_options['connect_timeout'] / ['read_timeout'] / ['retry_deadline']",
         url=url,
     )

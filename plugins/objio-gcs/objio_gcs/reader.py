@@ -1,112 +1,88 @@
-"""The seekable reader that :meth:`GCSStorage.open_reader` returns: range requests, nothing more.
+"""The GCS side of a range read: which generation is current, and ranges of one generation.
 
-An npz keeps its directory at the end and each array in one contiguous range, so a load that seeks
-to the members it wants fetches only their bytes. :class:`GCSRangeReader` turns each ``readinto``
-into one ranged GET whose body streams straight into the caller's buffer (the array being loaded);
-:class:`io.BufferedReader` on top serves the small reads (zip headers) from a small buffer and hands
-large reads straight through.
-
-Reads are pinned to the generation that was current at open: if the object is replaced meanwhile,
-reading fails loudly instead of mixing bytes of two versions.
-
-fsspec's GCSFile is not used: its read path copies each block twice more, prefetches in background
-threads, looks up the object through gcsfs's listing cache, and retries without a deadline.
+objio's core :class:`~objio.remote.RangeReader` does the rest (seeking, caching, read-ahead); this
+module only talks to GCS. A fetch names the generation the reader opened (``generation=`` on the
+media GET), so an object replaced or deleted meanwhile answers 404 instead of mixing bytes of two
+versions; one more lookup then tells which of the two happened.
 """
 
 from __future__ import annotations
 
-import io
+import dataclasses
 
-from objio.errors import ObjectNotFoundError, StorageError
-from objio.readers import SeekableReader
+from objio.errors import ChangedWhileReadingError, ObjectNotFoundError, StorageError
 from objio_gcs.transport import Transport
 
-__all__ = ["GCSRangeReader", "open_range_reader"]
-
-#: Bytes fetched for a small read; a read larger than this goes straight into the caller's buffer.
-READ_BUFFER = 256 * 1024
+__all__ = ["GCSRangeSource", "Generation"]
 
 
-class GCSRangeReader(SeekableReader):
-    """A raw, seekable, read-only view of one generation of a GCS object.
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    """One version of an object: its size and GCS's generation number."""
 
-    :ivar bytes_fetched: bytes received so far (diagnostics: a partial load shows here).
-    :ivar requests: ranged GETs made so far.
+    size: int
+    generation: str
+
+
+class GCSRangeSource:
+    """Ranged reads of object ``name`` in ``bucket``: the :class:`~objio.remote.RangeSource` of GCS.
+
+    :param url: the object's ``gs://`` URL, for messages.
     """
 
-    def __init__(self, transport: Transport, bucket: str, name: str, *, size: int, generation: str, url: str) -> None:
-        super().__init__(url, size)
+    def __init__(self, transport: Transport, bucket: str, name: str, url: str) -> None:
         self._t = transport
-        self._media_url = transport.object_url(bucket, name)
-        self._generation = generation
-        self.bytes_fetched = 0
-        self.requests = 0
+        self._bucket = bucket
+        self._name = name
+        self._url = url
 
-    def __repr__(self) -> str:
-        return f"GCSRangeReader({self.name!r}, generation={self._generation})"
+    def current(self) -> Generation | None:
+        """The size and generation of the object now at the key; ``None`` if there is none."""
+        response = self._t.request(
+            "GET",
+            self._t.object_url(self._bucket, self._name),
+            what=self._url,
+            doing="read",
+            params={"fields": "size,generation"},
+            accept=(404,),
+        )
+        if response.status == 404:
+            return None
+        meta = response.json()
+        return Generation(int(meta["size"]), str(meta["generation"]))
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        self._check_open()
-        view = memoryview(buffer).cast("B")
-        n = min(len(view), self._size - self._position)
-        if n <= 0:
-            return 0
-        self._fetch(self._position, view[:n])
-        self._position += n
-        return n
+    def fetch(self, start: int, stop: int, into: memoryview, version: str | None) -> None:
+        """Fill ``into`` with bytes ``[start, stop)`` of generation ``version``, in one ranged GET.
 
-    def readall(self) -> bytes:
-        self._check_open()
-        n = max(self._size - self._position, 0)
-        out = bytearray(n)
-        if n:
-            self._fetch(self._position, memoryview(out))
-            self._position += n
-        return bytes(out)
-
-    def _fetch(self, start: int, into: memoryview) -> None:
-        """Fill ``into`` with the object's bytes from ``start`` on, in one ranged GET."""
+        :raises ObjectNotFoundError: the object was deleted.
+        :raises ChangedWhileReadingError: the object was replaced: generation ``version`` is gone.
+        :raises StorageError: GCS answered with other bytes than asked for.
+        """
+        params = {"alt": "media"} if version is None else {"alt": "media", "generation": version}
         try:
-            response = self._t.run(
-                self._t.request,
+            response = self._t.request(
                 "GET",
-                self._media_url,
-                what=self.name,
+                self._t.object_url(self._bucket, self._name),
+                what=self._url,
                 doing="read",
-                params={"alt": "media", "generation": self._generation},
-                headers={"Range": f"bytes={start}-{start + len(into) - 1}"},
+                params=params,
+                headers={"Range": f"bytes={start}-{stop - 1}"},
                 into=into,
             )
         except ObjectNotFoundError as e:
-            raise ObjectNotFoundError(
-                f"{self.name} was deleted or replaced while it was being read (generation {self._generation} is gone)",
-                url=self.name,
+            now = self.current() if version is not None else None
+            if now is None:
+                raise ObjectNotFoundError(f"{self._url} was deleted while it was being read", url=self._url) from e
+            raise ChangedWhileReadingError(
+                f"{self._url} was replaced while it was being read (generation {version} is gone, "
+                f"{now.generation} is there now); open it again",
+                url=self._url,
             ) from e
-        self.requests += 1
-        self.bytes_fetched += response.nbytes
         # A 200 is the whole object: right only if that is what was asked for.
-        whole = response.status == 200 and start == 0 and len(into) == self._size
-        if response.nbytes != len(into) or not (response.status == 206 or whole):
+        whole = response.status == 200 and start == 0 and response.nbytes == stop
+        if response.nbytes != stop - start or not (response.status == 206 or whole):
             raise StorageError(
-                f"GCS answered a read of bytes {start}-{start + len(into) - 1} of {self.name} with HTTP "
-                f"{response.status} and {response.nbytes} bytes",
-                url=self.name,
+                f"GCS answered a read of bytes {start}-{stop - 1} of {self._url} with HTTP {response.status} "
+                f"and {response.nbytes} bytes",
+                url=self._url,
             )
-
-
-def open_range_reader(transport: Transport, bucket: str, name: str, url: str) -> io.BufferedReader:
-    """Open a reader on the current generation of ``name``.
-
-    :raises ObjectNotFoundError: no object at ``name``.
-    """
-    response = transport.run(
-        transport.request,
-        "GET",
-        transport.object_url(bucket, name),
-        what=url,
-        doing="read",
-        params={"fields": "size,generation"},
-    )
-    meta = response.json()
-    raw = GCSRangeReader(transport, bucket, name, size=int(meta["size"]), generation=str(meta["generation"]), url=url)
-    return io.BufferedReader(raw, buffer_size=READ_BUFFER)

@@ -16,6 +16,7 @@ import platform
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -59,42 +60,96 @@ def create_bucket(endpoint: str, name: str) -> None:
     _request(f"{endpoint}/storage/v1/b?project=objio-test", "POST", {"name": name})
 
 
-@pytest.fixture(scope="session")
-def gcs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URL of a fake-gcs-server running for this test session, with bucket :data:`BUCKET`."""
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("fake-gcs-server") / "server.log"
-    args = [str(_emulator_binary()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1"]
-    args += ["-port", str(port), "-external-url", endpoint, "-log-level", "warn"]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-    saved = {name: os.environ.get(name) for name in ("STORAGE_EMULATOR_HOST", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")}
-    try:
+class Emulator:
+    """One fake-gcs-server process on a free 127.0.0.1 port, with bucket :data:`BUCKET`.
+
+    With ``root``, objects live in that folder (the filesystem backend), so they outlive a killed
+    server and a restarted one shows what the killed one had committed.
+    """
+
+    def __init__(self, log_path: Path, root: Path | None = None) -> None:
+        self.bucket = BUCKET
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._log_path = log_path
+        self._root = root
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = [str(_emulator_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port)]
+        args += ["-external-url", self.endpoint, "-log-level", "warn"]
+        if self._root is None:
+            args += ["-backend", "memory"]
+        else:
+            args += ["-backend", "filesystem", "-filesystem-root", str(self._root)]
+        with open(self._log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while True:
             try:
-                _request(f"{endpoint}/storage/v1/b")
+                buckets = json.loads(_request(f"{self.endpoint}/storage/v1/b"))
                 break
             except (urllib.error.URLError, ConnectionError):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"fake-gcs-server did not start: {log_path.read_text(errors='replace')[-2000:]}")
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    pytest.fail(f"fake-gcs-server did not start: {self._log_path.read_text(errors='replace')[-2000:]}")
                 time.sleep(0.05)
-        create_bucket(endpoint, BUCKET)
-        os.environ["STORAGE_EMULATOR_HOST"] = endpoint
-        yield endpoint
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        os.kill(proc.pid, signal.SIGTERM)
+        if BUCKET not in [bucket["name"] for bucket in buckets.get("items", ())]:
+            create_bucket(self.endpoint, BUCKET)
+
+    def freeze(self) -> None:
+        """Stop the server process (SIGSTOP): connections open, nothing answers."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        """Kill the server process (SIGKILL): connections reset, the port refuses."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGCONT)  # a frozen server cannot act on SIGTERM
+        os.kill(self.proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=10)
+            self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def gcs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a fake-gcs-server running for this test session, with bucket :data:`BUCKET`."""
+    emulator = Emulator(tmp_path_factory.mktemp("fake-gcs-server") / "server.log")
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    try:
+        emulator.start()
+        os.environ["STORAGE_EMULATOR_HOST"] = emulator.endpoint
+        yield emulator.endpoint
+    finally:
+        if saved is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = saved
+        emulator.stop()
+
+
+@pytest.fixture
+def private_emulator(tmp_path: Path) -> Iterator[Emulator]:
+    """A fake-gcs-server of this test's own (to freeze or kill), storing objects under ``tmp_path``."""
+    root = tmp_path / "objects"
+    root.mkdir()
+    emulator = Emulator(tmp_path / "server.log", root)
+    emulator.start()
+    yield emulator
+    emulator.stop()
 
 
 @pytest.fixture
@@ -129,24 +184,23 @@ def http_log(monkeypatch: pytest.MonkeyPatch) -> list[Call]:
     from objio_gcs.transport import Response, Transport
 
     calls: list[Call] = []
+    lock = threading.Lock()
     original = Transport.attempt
 
-    async def recording(
-        self: Transport, method: str, url: str, params: Any, headers: Any, data: Any, *rest: Any
-    ) -> Response:
-        response = await original(self, method, url, params, headers, data, *rest)
-        calls.append(
-            Call(
-                method,
-                url,
-                dict(params or {}),
-                dict(headers or {}),
-                _length(data),
-                response.status,
-                dict(response.headers),
-                response.nbytes or len(response.body),
-            )
+    def recording(self: Transport, method: str, url: str, **kwargs: Any) -> Response:
+        response = original(self, method, url, **kwargs)
+        call = Call(
+            method,
+            url,
+            dict(kwargs.get("params") or {}),
+            dict(kwargs.get("headers") or {}),
+            _length(kwargs.get("data")),
+            response.status,
+            dict(response.headers),
+            response.nbytes or len(response.body),
         )
+        with lock:
+            calls.append(call)
         return response
 
     monkeypatch.setattr(Transport, "attempt", recording)

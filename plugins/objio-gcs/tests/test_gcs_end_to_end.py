@@ -8,6 +8,7 @@ byte for byte, and that numpy opens as plain npz.
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,7 @@ def test_google_cloud_storage_reads_what_objio_writes(gcs_url: str, client: Any,
 
     blob = client.bucket(BUCKET).get_blob(url.removeprefix(f"gs://{BUCKET}/"))
     assert blob.content_type == "application/octet-stream"
+    assert re.fullmatch(r"[0-9a-f]{32}", blob.metadata["objio-write-id"])  # what tells a lost commit answer
     data = blob.download_as_bytes()
     assert len(data) == blob.size == objio.open_storage(gcs_url).size("model.npz")
     with np.load(io.BytesIO(data)) as npz:  # a standard npz
@@ -81,6 +83,18 @@ def test_google_cloud_storage_reads_what_objio_writes(gcs_url: str, client: Any,
         arrays = {str(name): npz[str(i)] for i, name in enumerate(names)}
     for name, var in model.items():
         np.testing.assert_array_equal(arrays[name], np.asarray(var.value))
+
+
+def test_each_write_stores_its_own_write_id(gcs_url: str, client: Any) -> None:
+    storage = objio.open_storage(gcs_url, {"chunk_size": 256 * 1024})
+    ids = []
+    for data in (b"small", bytes(600 * 1024)):  # one request, then a resumable session
+        with storage.open_writer("k") as writer:
+            writer.write(data)
+        ids.append(writer.write_id)
+        blob = client.bucket(BUCKET).get_blob(f"{gcs_url.removeprefix(f'gs://{BUCKET}/')}/k")
+        assert blob.metadata == {"objio-write-id": ids[-1]}
+    assert ids[0] != ids[1]
 
 
 def test_objio_reads_what_google_cloud_storage_writes(gcs_url: str, client: Any) -> None:

@@ -9,20 +9,29 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
 from typing import Any
 
+import google.auth.credentials
 import numpy as np
 import pytest
 
 import objio
-from objio.errors import ObjectExistsError, ObjectNotFoundError, ObjioError
+from objio.errors import (
+    ChangedWhileReadingError,
+    ObjectExistsError,
+    ObjectNotFoundError,
+    ObjioError,
+    StoragePermissionError,
+)
 from objio_gcs import GCSStorage, plugin
-from objio_gcs.config import ZB_HNS_ENV, GCSOptions
+from objio_gcs.config import GCSOptions, load_credentials
 from objio_gcs.errors import GCSOptionsError
-from objio_gcs.reader import READ_BUFFER
+from objio_gcs.storage import READ_BLOCK as READ_BUFFER
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -62,7 +71,10 @@ def test_unknown_options_are_refused_with_what_is_accepted(gcs_endpoint: str) ->
     [
         ({"chunk_size": 1000}, "multiple of 256 KiB"),
         ({"chunk_size": 0}, "multiple of 256 KiB"),
-        ({"timeout": 0}, "positive number of seconds"),
+        ({"connect_timeout": 0}, "positive number of seconds"),
+        ({"read_concurrency": 0}, "positive whole number"),
+        ({"read_timeout": -1.0}, "positive number of seconds"),
+        ({"timeout": 5}, r"unknown storage_options \['timeout'\]"),
         ({"retry_deadline": "soon"}, "positive number of seconds"),
         ({"endpoint": "http://a", "endpoint_url": "http://b"}, "not both"),
     ],
@@ -98,15 +110,58 @@ def test_credentials_default_to_adc_and_to_anonymous_for_an_emulator(monkeypatch
     assert GCSOptions().resolved_endpoint() == "http://127.0.0.1:4443"
 
 
-def test_an_emulator_turns_off_gcsfs_grpc_probe_unless_the_user_chose(
+@pytest.mark.parametrize(
+    ("token", "kind"),
+    [
+        ("anon", "AnonymousCredentials"),
+        ({"type": "authorized_user", "client_id": "i", "client_secret": "s", "refresh_token": "r"}, "Credentials"),
+    ],
+)
+def test_tokens_become_google_auth_credentials(token: Any, kind: str) -> None:
+    credentials, _ = load_credentials(GCSOptions(token=token), "http://127.0.0.1:1", "gs://b/run")
+    assert type(credentials).__name__ == kind
+    assert isinstance(credentials, google.auth.credentials.Credentials)
+    given = google.auth.credentials.AnonymousCredentials()  # type: ignore[no-untyped-call]
+    assert load_credentials(GCSOptions(token=given), None, "gs://b/run")[0] is given
+
+
+def test_unusable_credentials_are_a_permission_error_that_says_how_to_fix_it(tmp_path: Any) -> None:
+    with pytest.raises(StoragePermissionError, match=r"no usable Google credentials for gs://b/run: .*gcloud auth"):
+        load_credentials(GCSOptions(token=str(tmp_path / "missing.json")), None, "gs://b/run")
+    with pytest.raises(GCSOptionsError, match=r"storage_options\['token'\] .* got int"):
+        load_credentials(GCSOptions(token=42), None, "gs://b/run")
+
+
+def test_storages_with_the_same_options_share_credentials_and_connections(
     gcs_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(ZB_HNS_ENV, raising=False)
-    objio.open_storage(gcs_url)
-    assert os.environ[ZB_HNS_ENV] == "false"
-    monkeypatch.setenv(ZB_HNS_ENV, "true")
-    objio.open_storage(gcs_url)
-    assert os.environ[ZB_HNS_ENV] == "true"
+    loads: list[object] = []
+    real = load_credentials
+
+    def counting(*args: Any) -> Any:
+        loads.append(args)
+        return real(*args)
+
+    monkeypatch.setattr("objio_gcs.storage.load_credentials", counting)
+    first = objio.open_storage(gcs_url, {"read_timeout": 7})
+    with first.open_writer("k") as f:
+        f.write(b"x")
+    second = objio.open_storage(f"{gcs_url}/other", {"read_timeout": 7})  # as save_var_collection does per file
+    assert _read(first, "k") == b"x" and second.list() == []
+    assert len(loads) == 1
+    objio.open_storage(gcs_url, {"read_timeout": 8})  # other options: their own credentials and pool
+    objio.open_storage(gcs_url, {"read_timeout": 7, "token": google.auth.credentials.AnonymousCredentials()})
+    assert len(loads) == 3
+
+
+def test_opening_a_storage_changes_no_environment_and_imports_no_gcsfs(gcs_url: str) -> None:
+    code = (
+        "import os, sys, objio; before = dict(os.environ); "
+        f"objio.open_storage({gcs_url!r}).list(); "
+        "assert dict(os.environ) == before, set(os.environ) ^ set(before); "
+        "assert 'gcsfs' not in sys.modules and 'aiohttp' not in sys.modules, 'gcsfs imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_missing_bucket_is_not_found(gcs_endpoint: str) -> None:
@@ -293,7 +348,21 @@ def test_reads_fetch_only_the_bytes_asked_for(gcs_url: str) -> None:
         f.seek(5 * MIB)
         assert f.read(1000) == data[5 * MIB : 5 * MIB + 1000]
         raw = f.raw  # type: ignore[attr-defined]
-        assert raw.requests == 1 and raw.bytes_fetched <= READ_BUFFER
+        assert raw.requests == 1 and raw.fetched_bytes <= READ_BUFFER
+
+
+@pytest.mark.parametrize("ranges", [1, 4])
+def test_a_large_read_is_split_into_read_concurrency_ranges(gcs_url: str, http_log: list[Any], ranges: int) -> None:
+    storage = objio.open_storage(gcs_url, {"read_concurrency": ranges})
+    data = _payload(8 * MIB)
+    with storage.open_writer("obj") as f:
+        f.write(data)
+    http_log.clear()
+    with storage.open_reader("obj") as f:
+        assert f.read() == data
+    media = sorted(c.headers["Range"] for c in http_log if c.params.get("alt") == "media")
+    assert len(media) == ranges
+    assert sum(c.received_bytes for c in http_log if c.params.get("alt") == "media") == len(data)
 
 
 def test_loading_some_variables_fetches_only_their_bytes(gcs_url: str, http_log: list[Any]) -> None:
@@ -318,5 +387,9 @@ def test_a_reader_sees_one_version_or_fails(gcs_url: str) -> None:
         with storage.open_writer("obj") as w:
             w.write(b"2" * MIB)
         f.seek(MIB // 2)  # outside what is buffered
-        with pytest.raises(ObjectNotFoundError, match="replaced while it was being read"):
+        with pytest.raises(ChangedWhileReadingError, match=r"obj was replaced while it was being read \(generation"):
+            f.read(10)
+        storage.delete("obj")
+        f.seek(MIB // 4)
+        with pytest.raises(ObjectNotFoundError, match="obj was deleted while it was being read"):
             f.read(10)

@@ -60,19 +60,23 @@ class Transfer:
     """How objio moves bytes; each field is also a ``storage_options`` key.
 
     Memory held by one writer is at most ``part_size * (max_in_flight + 1)`` (the parts going up and
-    the one being filled), and by one reader ``2 * read_ahead`` (the window being read and the next
-    one), whatever the size of the object.
+    the one being filled), and by one reader ``3 * read_block_size + read_ahead`` beyond the
+    caller's arrays, whatever the size of the object.
 
-    :ivar part_size: bytes per multipart part. Data smaller than this goes up in one PutObject.
+    :ivar part_size: bytes per multipart part. Data up to this size goes up in one PutObject.
         Parts are all this size but the last (R2 needs that), so an object may hold up to
         ``10_000 * part_size`` bytes (156 GiB at the default): raise it for larger objects.
     :ivar max_in_flight: parts uploading at once while the caller keeps writing.
-    :ivar read_block_size: the smallest range a reader fetches after a jump (the zip directory at
-        the end of the file comes in one request, not in many tiny ones).
-    :ivar read_ahead: the range a reader fetches at once while it streams through a file.
-    :ivar read_concurrency: range requests that one such fetch is split into, sent at once. One
+    :ivar read_block_size: the smallest range a reader fetches; a read at least this large goes
+        straight into the caller's buffer.
+    :ivar read_ahead: bytes a reader fetches ahead, in the background, while a load streams
+        through a file: few large requests, overlapped with decoding, at the price of one copy of
+        what was fetched ahead. 0: none; every large read then lands in its array directly.
+    :ivar read_concurrency: range requests that one large read is split into, sent at once. One
         (the default) makes the fewest requests, which S3 bills and which S3-compatible servers
         such as moto or MinIO on one disk serve best; on AWS, 4 to 8 reads faster.
+    :ivar request_timeout: seconds one S3 request may take, botocore's retries included, before it
+        is cancelled and raises :class:`~objio.errors.StorageUnavailableError`.
     """
 
     part_size: int = 16 * MiB
@@ -80,20 +84,20 @@ class Transfer:
     read_block_size: int = 1 * MiB
     read_ahead: int = 64 * MiB
     read_concurrency: int = 1
+    request_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise S3OptionsError(f"storage option {field.name!r} must be a positive int, got {value!r}")
+            if field.name == "request_timeout":
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                    raise S3OptionsError(f"storage option 'request_timeout' must be a positive number, got {value!r}")
+            elif not isinstance(value, int) or isinstance(value, bool) or value < (field.name != "read_ahead"):
+                minimum = "a non-negative" if field.name == "read_ahead" else "a positive"
+                raise S3OptionsError(f"storage option {field.name!r} must be {minimum} int, got {value!r}")
         if not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:
             raise S3OptionsError(
                 f"storage option 'part_size' must be between 5 MiB and 5 GiB (S3's limits), got {self.part_size}"
-            )
-        if self.read_ahead < self.read_block_size:
-            raise S3OptionsError(
-                f"storage option 'read_ahead' ({self.read_ahead}) must be at least 'read_block_size' "
-                f"({self.read_block_size})"
             )
 
 

@@ -31,6 +31,7 @@ from botocore.exceptions import (
 )
 
 from objio.errors import (
+    ChangedWhileReadingError,
     ObjectExistsError,
     ObjectNotFoundError,
     StorageError,
@@ -50,7 +51,7 @@ class S3OptionsError(StorageOptionsError):
 class Op(enum.Enum):
     """What the failed request was for; it decides what a 412 Precondition Failed means."""
 
-    READ = "read"  # a range read pinned to the ETag it opened: 412 means the object was replaced
+    READ = "read"  # a range read pinned to the ETag it opened: 412 means replaced, 404 deleted
     COMMIT = "commit"  # a create-only commit (IfNoneMatch="*"): 412 means the key already exists
     OTHER = "other"
 
@@ -179,6 +180,8 @@ def _translate_client_error(error: ClientError, url: str, where: str, op: Op) ->
             url=url,
         )
     if code in _NOT_FOUND:
+        if op is Op.READ:
+            return ObjectNotFoundError(f"{url} was deleted while it was being read", url=url)
         return ObjectNotFoundError(f"{url} does not exist", url=url)
     if code in _DENIED:
         return StoragePermissionError(
@@ -190,7 +193,7 @@ def _translate_client_error(error: ClientError, url: str, where: str, op: Op) ->
         if op is Op.COMMIT:
             return _exists(url)
         if op is Op.READ:
-            return StorageError(f"{url} was replaced while it was being read; open it again", url=url)
+            return ChangedWhileReadingError(f"{url} was replaced while it was being read; open it again", url=url)
     if code == "ConditionalRequestConflict" and op is Op.COMMIT:
         return StorageUnavailableError(
             f"another create-only write of {url} was in progress and S3 kept refusing this one ({message}); "

@@ -1,27 +1,33 @@
 """The S3 storage: objects below ``s3://bucket/prefix``, with every promise of objio's Storage kept.
 
-- Writes commit only at PutObject / CompleteMultipartUpload (see :mod:`objio_s3.writer`), create-only
-  with ``IfNoneMatch="*"``; an exception or a dropped writer aborts, leaving nothing behind.
-- Reads fetch byte ranges (see :mod:`objio_s3.reader`).
+- Writes go through objio's shared :class:`~objio.remote.StagedWriter`; they commit only at
+  PutObject / CompleteMultipartUpload (see :mod:`objio_s3.upload`), create-only with
+  ``IfNoneMatch="*"``; an exception or a dropped writer aborts, leaving nothing behind.
+- Reads go through objio's shared :class:`~objio.remote.RangeReader`, fetching byte ranges pinned
+  to the ETag seen at open (see :mod:`objio_s3.reader`).
 - Listings call ListObjectsV2 every time: no cache, so never stale.
+- Every S3 request ends within ``request_timeout`` seconds (see :class:`~objio_s3.config.Transfer`).
+- :meth:`S3Storage.cleanup` aborts the multipart uploads that killed writers left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import s3fs
 
+from objio.errors import StorageError
+from objio.remote import RangeReader, StagedWriter
 from objio.storage import Capabilities, check_key, join_url
 from objio.urls import schemes_served_by
 from objio_s3 import _client
 from objio_s3.config import Transfer, filesystem, parse_options
 from objio_s3.errors import error_code, s3_errors
-from objio_s3.reader import S3Reader
-from objio_s3.writer import S3Writer
+from objio_s3.reader import S3RangeSource
+from objio_s3.upload import S3UploadSession
 
 __all__ = ["S3Storage"]
 
@@ -70,47 +76,37 @@ class S3Storage:
 
     # -- the Storage protocol ----------------------------------------------------------------
 
-    def open_reader(self, key: str) -> S3Reader:
+    def open_reader(self, key: str) -> RangeReader:
         s3_key = self._key(key)
-        with self._errors(key):
-            head = _client.call(self.fs, "head_object", Bucket=self.bucket, Key=s3_key)
-        return S3Reader(
-            self.fs,
-            self.bucket,
-            s3_key,
-            url=join_url(self.url, key),
+        url = join_url(self.url, key)
+        head = self._call(key, "head_object", Key=s3_key)
+        return RangeReader(
+            S3RangeSource(self.fs, self.bucket, s3_key, url=url, timeout=self.transfer.request_timeout),
+            name=url,
             size=int(head["ContentLength"]),
-            etag=head.get("ETag"),
-            transfer=self.transfer,
+            version=head.get("ETag"),
+            block_size=self.transfer.read_block_size,
+            read_ahead=self.transfer.read_ahead,
+            concurrency=self.transfer.read_concurrency,
         )
 
-    @contextlib.contextmanager
-    def open_writer(self, key: str, *, if_absent: bool = False) -> Iterator[S3Writer]:
-        writer = S3Writer(
-            self.fs,
-            self.bucket,
-            self._key(key),
-            url=join_url(self.url, key),
-            transfer=self.transfer,
+    def open_writer(self, key: str, *, if_absent: bool = False) -> StagedWriter:
+        url = join_url(self.url, key)
+        session = S3UploadSession(self.fs, self.bucket, self._key(key), url=url, transfer=self.transfer)
+        return StagedWriter(
+            session,
+            url=url,
+            part_size=self.transfer.part_size,
+            max_in_flight=self.transfer.max_in_flight,
             if_absent=if_absent,
         )
-        try:
-            yield writer
-            writer.commit()
-        except BaseException:
-            # An exception in the caller's block, a failed commit (ObjectExistsError included), or
-            # GeneratorExit when the writer is dropped without exiting: nothing may stay behind.
-            writer.discard()
-            raise
-        finally:
-            writer.close()
 
     def list(self, prefix: str = "") -> list[str]:
         keys: list[str] = []
         request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._prefix + prefix}
         with self._errors(prefix):
             while True:
-                page = _client.call(self.fs, "list_objects_v2", **request)
+                page = _client.call(self.fs, "list_objects_v2", timeout=self.transfer.request_timeout, **request)
                 for entry in page.get("Contents", ()):
                     key = entry["Key"][len(self._prefix) :]
                     if key and not key.endswith("/"):  # "folder" markers made by consoles are no objects
@@ -121,15 +117,11 @@ class S3Storage:
         return sorted(keys)
 
     def delete(self, key: str) -> None:
-        s3_key = self._key(key)
-        with self._errors(key):
-            _client.call(self.fs, "delete_object", Bucket=self.bucket, Key=s3_key)
+        self._call(key, "delete_object", Key=self._key(key))
 
     def exists(self, key: str) -> bool:
-        s3_key = self._key(key)
         try:
-            with self._errors(key):
-                _client.call(self.fs, "head_object", Bucket=self.bucket, Key=s3_key)
+            self._call(key, "head_object", Key=self._key(key))
         except FileNotFoundError as e:
             if error_code(e) == "NoSuchBucket":
                 raise
@@ -137,7 +129,45 @@ class S3Storage:
         return True
 
     def size(self, key: str) -> int:
-        s3_key = self._key(key)
-        with self._errors(key):
-            head = _client.call(self.fs, "head_object", Bucket=self.bucket, Key=s3_key)
+        head = self._call(key, "head_object", Key=self._key(key))
         return int(head["ContentLength"])
+
+    def cleanup(self, older_than: float) -> int:
+        """Abort the multipart uploads under this storage's prefix begun over ``older_than`` seconds ago.
+
+        Only a killed writer leaves an upload behind (an exception or a dropped writer aborts its
+        own); its object never appeared, but its parts are stored and billed until aborted. Pick an
+        age longer than any save takes: an upload still being written is aborted too, and that save
+        then fails. A bucket lifecycle rule ``AbortIncompleteMultipartUpload`` does the same job
+        on the server's side.
+
+        >>> storage.cleanup(older_than=24 * 3600)  # doctest: +SKIP
+        0
+
+        :returns: how many uploads were aborted.
+        """
+        cutoff = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=older_than)
+        request: dict[str, Any] = {"Prefix": self._prefix}
+        stale: list[tuple[str, str]] = []
+        while True:
+            page = self._call("", "list_multipart_uploads", **request)
+            stale += [(u["Key"], u["UploadId"]) for u in page.get("Uploads", ()) if u["Initiated"] <= cutoff]
+            if not page.get("IsTruncated"):
+                break
+            request["KeyMarker"] = page["NextKeyMarker"]
+            request["UploadIdMarker"] = page["NextUploadIdMarker"]
+        aborted = 0
+        for s3_key, upload_id in stale:
+            try:
+                self._call(s3_key[len(self._prefix) :], "abort_multipart_upload", Key=s3_key, UploadId=upload_id)
+            except StorageError as e:
+                if error_code(e) not in ("NoSuchUpload", "404"):  # finished or aborted meanwhile
+                    raise
+                continue
+            aborted += 1
+        return aborted
+
+    def _call(self, key: str, method: str, **request: Any) -> dict[str, Any]:
+        """``method`` on this storage's bucket; errors name the object or folder ``key``."""
+        with self._errors(key):
+            return _client.call(self.fs, method, timeout=self.transfer.request_timeout, Bucket=self.bucket, **request)

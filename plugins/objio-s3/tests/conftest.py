@@ -73,6 +73,7 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """Stop the process we started, by its PID: SIGTERM, then SIGKILL if it lingers."""
     if process.poll() is None:
+        os.kill(process.pid, signal.SIGCONT)  # a frozen one must wake up to hear the SIGTERM
         os.kill(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=10)
@@ -81,12 +82,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``http://127.0.0.1:PORT`` of a moto_server process, with the environment pointing at it."""
-    folder = tmp_path_factory.mktemp("moto")
+def start_moto_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A new moto_server process on a free 127.0.0.1 port (its log in ``folder``), and its endpoint."""
     env = {k: v for k, v in os.environ.items() if k not in CLEARED_ENV} | TEST_ENV
-    process = None
     for _ in range(3):  # a free port can be taken by someone else before moto binds it: try again
         port = _free_port()
         with open(folder / "moto.log", "ab") as log:
@@ -98,11 +96,16 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 env=env,
             )
         if _wait_for_port(port, process, timeout=30):
-            break
+            return process, f"http://127.0.0.1:{port}"
         _stop(process)
-    else:
-        raise RuntimeError(f"moto_server did not start; see {folder / 'moto.log'}")
-    endpoint = f"http://127.0.0.1:{port}"
+    raise RuntimeError(f"moto_server did not start; see {folder / 'moto.log'}")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a moto_server process, with the environment pointing at it."""
+    folder = tmp_path_factory.mktemp("moto")
+    process, endpoint = start_moto_server(folder)
     try:
         with pytest.MonkeyPatch.context() as mp:
             for name in CLEARED_ENV:
@@ -170,6 +173,9 @@ class FaultProxy:
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.seen: list[tuple[str, str, str]] = []  # (method, path?query, what was done)
+        self.headers: list[dict[str, str]] = []  # the headers of each request in seen, lower-cased
+        self.parts_running = 0  # UploadPart requests being served now
+        self.most_parts_running = 0
         self._rules: list[list[Any]] = []
         self._lock = threading.Lock()
         proxy = self
@@ -214,8 +220,21 @@ class FaultProxy:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
         action = self._action_for(handler.command, handler.path)
+        is_part = handler.command == "PUT" and "partNumber=" in handler.path
         with self._lock:
             self.seen.append((handler.command, handler.path, action))
+            self.headers.append({k.lower(): v for k, v in handler.headers.items()})
+            if is_part:
+                self.parts_running += 1
+                self.most_parts_running = max(self.most_parts_running, self.parts_running)
+        try:
+            self._answer(handler, action, body)
+        finally:
+            if is_part:
+                with self._lock:
+                    self.parts_running -= 1
+
+    def _answer(self, handler: http.server.BaseHTTPRequestHandler, action: str, body: bytes) -> None:
         if action in ("slowdown", "denied"):
             status, payload = (503, _SLOW_DOWN) if action == "slowdown" else (403, _ACCESS_DENIED)
             handler.send_response(status)
@@ -256,3 +275,41 @@ def fault_proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
     proxy = FaultProxy(int(moto_endpoint.rsplit(":", 1)[1]))
     yield proxy
     proxy.close()
+
+
+# -- a moto_server of a test's own, to freeze or kill ----------------------------------------------
+
+
+class OwnMoto:
+    """A moto_server process that one test alone uses, and may freeze (SIGSTOP), thaw or kill."""
+
+    def __init__(self, folder: Path) -> None:
+        self.process, self.endpoint = start_moto_server(folder)
+        self.client = boto3.client("s3", endpoint_url=self.endpoint)
+        self.bucket = "objio-faults"
+        self.client.create_bucket(Bucket=self.bucket)
+
+    def pending(self) -> list[str]:
+        """Keys with a multipart upload still open in the bucket."""
+        return pending_uploads(self.client, self.bucket)
+
+    def freeze(self) -> None:
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def own_moto(tmp_path: Path) -> Iterator[OwnMoto]:
+    """An :class:`OwnMoto` with a bucket ``objio-faults``; stopped (thawed first) at the end."""
+    moto = OwnMoto(tmp_path)
+    try:
+        yield moto
+    finally:
+        moto.client.close()
+        _stop(moto.process)

@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 
 import objio
 from objio.errors import (
+    ChangedWhileReadingError,
     ObjectExistsError,
     ObjectNotFoundError,
     ObjioError,
@@ -46,7 +47,7 @@ def _client_error(code: str, status: int) -> ClientError:
         ("403", 403, Op.READ, StoragePermissionError, "check the credentials"),
         ("InvalidAccessKeyId", 403, Op.OTHER, StoragePermissionError, "InvalidAccessKeyId"),
         ("PreconditionFailed", 412, Op.COMMIT, ObjectExistsError, "already exists and this write was create-only"),
-        ("PreconditionFailed", 412, Op.READ, StorageError, "replaced while it was being read"),
+        ("PreconditionFailed", 412, Op.READ, ChangedWhileReadingError, "replaced while it was being read"),
         ("SlowDown", 503, Op.OTHER, StorageUnavailableError, "after retries with backoff (SlowDown"),
         ("InternalError", 500, Op.OTHER, StorageUnavailableError, "retry later"),
         ("InvalidRequest", 400, Op.OTHER, StorageError, "S3 refused a request for s3://bucket/run/ckpt.npz"),
@@ -168,7 +169,8 @@ def test_an_endpoint_that_never_answers_times_out(black_hole: str) -> None:
         ({"endpont_url": "http://x"}, "unknown storage option 'endpont_url'.*endpoint_url"),
         ({"part_size": 1 << 20}, "between 5 MiB and 5 GiB"),
         ({"max_in_flight": 0}, "'max_in_flight' must be a positive int"),
-        ({"read_ahead": 1 << 10}, "'read_ahead'.*at least 'read_block_size'"),
+        ({"read_ahead": -1}, "'read_ahead' must be a non-negative int"),
+        ({"request_timeout": 0}, "'request_timeout' must be a positive number"),
         ({"endpoint": "http://a", "endpoint_url": "http://b"}, "twice"),
     ],
 )

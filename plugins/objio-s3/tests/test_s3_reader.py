@@ -4,6 +4,8 @@ variables without the rest of the file, few large requests for a sequential read
 from __future__ import annotations
 
 import io
+import threading
+import tracemalloc
 import zipfile
 from typing import Any
 
@@ -12,9 +14,9 @@ import numpy as np
 import pytest
 
 import objio
-from objio.errors import ObjectExistsError, StorageError
+from objio.errors import ChangedWhileReadingError, ObjectNotFoundError
+from objio.remote import RangeReader
 from objio_s3 import S3Storage
-from objio_s3.reader import S3Reader
 
 MiB = 1 << 20
 
@@ -45,7 +47,7 @@ def test_a_small_read_fetches_one_block(bucket: str) -> None:
     data = _payload(8 * MiB)
     _write(storage, "obj", data)
     with storage.open_reader("obj") as r:
-        assert isinstance(r, S3Reader)
+        assert isinstance(r, RangeReader)
         r.seek(4 * MiB)
         assert r.read(100) == data[4 * MiB : 4 * MiB + 100]
         assert r.read(100) == data[4 * MiB + 100 : 4 * MiB + 200]  # from the same window
@@ -70,10 +72,10 @@ def test_loading_a_subset_fetches_only_its_bytes(bucket: str, monkeypatch: pytes
     url = f"s3://{bucket}/run/model.npz"
     full = _model(8, MiB // 2)  # 8 variables of 2 MiB
     objio.save_var_collection(url, full)
-    readers: list[S3Reader] = []
+    readers: list[RangeReader] = []
     open_reader = S3Storage.open_reader
 
-    def spy(self: S3Storage, key: str) -> S3Reader:
+    def spy(self: S3Storage, key: str) -> RangeReader:
         readers.append(open_reader(self, key))
         return readers[-1]
 
@@ -92,7 +94,20 @@ def storage_block(bucket: str) -> int:
     return _storage(bucket).transfer.read_block_size
 
 
-def test_a_sequential_read_takes_few_large_requests(bucket: str) -> None:
+def test_a_large_read_goes_straight_into_the_callers_buffer(bucket: str) -> None:
+    storage = _storage(bucket, read_ahead=0)
+    data = _payload(12 * MiB, seed=1)
+    _write(storage, "obj", data)
+    with storage.open_reader("obj") as r:
+        out = bytearray(12 * MiB)
+        view = memoryview(out)
+        for start in range(0, len(out), 4 * MiB):
+            assert r.readinto(view[start : start + 4 * MiB]) == 4 * MiB
+        assert out == data
+        assert (r.requests, r.fetched_bytes) == (3, len(data))  # one range per read, nothing twice
+
+
+def test_a_sequential_read_takes_few_large_requests_with_read_ahead(bucket: str) -> None:
     storage = _storage(bucket, read_ahead=32 * MiB)
     data = _payload(48 * MiB, seed=1)
     _write(storage, "obj", data)
@@ -101,32 +116,40 @@ def test_a_sequential_read_takes_few_large_requests(bucket: str) -> None:
         while chunk := r.read(4 * MiB):
             out += chunk
         assert out == data
-        # 4 + 4 MiB, then windows that double with what the stream has read (8, 16, 16 MiB, the
-        # last ones fetched ahead while the previous was read): 5 requests for 12 reads.
-        assert r.requests <= 5
+        # 4 MiB, then a window of 32 MiB, and the last 12 MiB fetched while that one is read.
+        assert r.requests == 3
         assert r.fetched_bytes == len(data)
 
 
 def test_closing_in_mid_stream_drops_the_window_fetched_ahead(bucket: str) -> None:
-    storage = _storage(bucket, read_ahead=4 * MiB)
+    storage = _storage(bucket, read_ahead=8 * MiB)
     data = _payload(32 * MiB, seed=5)
     _write(storage, "obj", data)
     r = storage.open_reader("obj")
-    assert r.read(MiB) + r.read(MiB) + r.read(4 * MiB) + r.read(4 * MiB) == data[: 10 * MiB]
-    assert r.fetched_bytes > 10 * MiB  # the next window is on its way
-    r.close()
-    assert r.closed and r.fetched_bytes < 20 * MiB
+    tracemalloc.start()
+    try:
+        assert r.read(MiB) + r.read(MiB) == data[: 2 * MiB]  # a stream: a window, and the next on its way
+        assert r.fetched_bytes == 17 * MiB
+        r.close()
+        for thread in threading.enumerate():  # the fetch ahead ends; its window must go with it
+            if thread.name.startswith("objio-read"):
+                thread.join(timeout=60)
+        kept = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert kept < 2 * MiB, f"close() kept {kept} bytes: the window fetched ahead"
+    assert r.closed
     with pytest.raises(ValueError):
         r.read(1)
 
 
 def test_parallel_range_requests(bucket: str) -> None:
-    storage = _storage(bucket, read_concurrency=4, read_block_size=2 * MiB, read_ahead=16 * MiB)
+    storage = _storage(bucket, read_concurrency=4, read_block_size=2 * MiB)
     data = _payload(16 * MiB, seed=2)
     _write(storage, "obj", data)
     with storage.open_reader("obj") as r:
         assert r.read() == data
-        assert r.requests == 4  # one 16 MiB fetch, as 4 ranges sent at once
+        assert r.requests == 4  # one 16 MiB read, as 4 ranges sent at once
 
 
 def test_readinto_and_read_after_close(bucket: str) -> None:
@@ -150,9 +173,19 @@ def test_an_object_replaced_while_read_fails_the_read(bucket: str) -> None:
         assert len(r.read(10)) == 10
         _write(storage, "obj", _payload(MiB, seed=4))  # a new version under the open reader
         r.seek(512 << 10)
-        with pytest.raises(StorageError, match="replaced while it was being read") as caught:
+        with pytest.raises(ChangedWhileReadingError, match=f"s3://{bucket}/run/obj was replaced while"):
             r.read(10)
-        assert not isinstance(caught.value, ObjectExistsError)
+
+
+def test_an_object_deleted_while_read_fails_the_read(bucket: str) -> None:
+    storage = _storage(bucket, read_block_size=64 << 10)
+    _write(storage, "obj", _payload(MiB, seed=3))
+    with storage.open_reader("obj") as r:
+        assert len(r.read(10)) == 10
+        storage.delete("obj")
+        r.seek(512 << 10)
+        with pytest.raises(ObjectNotFoundError, match=f"s3://{bucket}/run/obj was deleted while"):
+            r.read(10)
 
 
 def test_np_load_reads_straight_from_the_reader(bucket: str) -> None:
