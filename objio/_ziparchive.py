@@ -34,7 +34,7 @@ _LOCAL = struct.Struct("<4s5H3I2H")  # local file header
 _MAX_COMMENT = 0xFFFF
 _ENCRYPTED_FLAGS = 0x0001 | 0x0040  # traditional and strong encryption
 _UTF8_FLAG = 0x0800
-_INFLATE_SLICE = 16 << 10  # compressed bytes given to zlib per call: at most ~16 MiB of output
+_INFLATE_SLICE = 4 << 10  # compressed bytes given to zlib per call: at most ~4 MiB of output
 _READ_SIZE = 1 << 20  # compressed bytes fetched from the stream per read
 
 
@@ -293,9 +293,9 @@ class MemberStream:
         self.crc = zlib.crc32(view, self.crc)
         self._left -= n
 
-    def skip(self, n: int, scratch_size: int) -> None:
-        """Read and discard ``n`` bytes through a reused buffer of at most ``scratch_size`` bytes."""
-        scratch = memoryview(bytearray(min(n, scratch_size)))
+    def skip(self, n: int) -> None:
+        """Read and discard ``n`` bytes through a small reused buffer."""
+        scratch = memoryview(bytearray(min(n, _READ_SIZE)))
         while n:
             step = min(n, len(scratch))
             self.readinto(scratch[:step])

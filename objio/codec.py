@@ -36,6 +36,9 @@ NAMES_MEMBER = "names.npy"
 ALIGNMENT = 64
 _CHUNK = 16 << 20  # bytes moved per write/read call: bounds any transient copy
 _MAX_METADATA_BYTES = 64 << 20
+# A deflated member's size is allocated as claimed up to this; above it, the member is inflated
+# once to check it really holds that much (twice the CPU, never more memory than it holds).
+_TRUST_DEFLATED_BYTES = 1 << 20
 _MAX_NPY_HEADER = 10_000  # np.load's own limit (max_header_size): Objax could not read a longer one
 _MAX_DIMS = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
 _NPY_MAGIC = b"\x93NUMPY"
@@ -271,11 +274,11 @@ class NpzReader:
             raise CorruptFileError(f"{self.where} has no member {name}", self.where, name)
         source = self._open_member(member)
         shape, order, dtype = self._read_header(source, name)
-        if member.method == _ziparchive.DEFLATED and source.remaining > _CHUNK:
+        if member.method == _ziparchive.DEFLATED and source.remaining > _TRUST_DEFLATED_BYTES:
             # Deflated sizes are claims until inflated: check the member really holds this many
             # bytes before allocating for them, so a small file cannot make us allocate gigabytes.
             check = self._open_member(member)
-            check.skip(member.size, _CHUNK)
+            check.skip(member.size)
             check.finish()
         array = _aligned_empty(shape, dtype)
         view = array.view(np.uint8).data
