@@ -17,6 +17,7 @@ import ast
 import io
 import json
 import math
+import re
 import struct
 import zipfile
 from collections.abc import Iterable
@@ -41,6 +42,9 @@ _MAX_METADATA_BYTES = 64 << 20
 _TRUST_DEFLATED_BYTES = 1 << 20
 _MAX_NPY_HEADER = 10_000  # np.load's own limit (max_header_size): Objax could not read a longer one
 _MAX_DIMS = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
+# The descr of a plain dtype as numpy writes it: byte order, kind, size, and a unit for datetimes.
+_PLAIN_DESCR = re.compile(r"[<>|=]?[biufcSUVmM][0-9]{1,9}(\[[0-9]*[a-zA-Z]{1,2}\])?")
+_OBJECT_DESCR = re.compile(r"[<>|=]?O[0-9]*")
 _NPY_MAGIC = b"\x93NUMPY"
 _NPY_VERSIONS = {b"\x01\x00": ("<H", "latin1"), b"\x02\x00": ("<I", "latin1"), b"\x03\x00": ("<I", "utf8")}
 _PADDING_EXTRA_ID = 0xD935  # the extra-field id zip aligners use for padding; readers skip it
@@ -324,18 +328,20 @@ class NpzReader:
         descr, fortran_order, shape = header["descr"], header["fortran_order"], header["shape"]
         if not isinstance(descr, str):
             raise self._bad_header(member, f"descr {descr!r:.80} is not a plain dtype (structured arrays are refused)")
-        try:
-            dtype = np.dtype(descr)
-        except (TypeError, ValueError, OverflowError) as e:
-            raise self._bad_header(member, f"descr {descr!r:.80} is not a dtype ({e})") from e
-        if dtype.hasobject:
+        if _OBJECT_DESCR.fullmatch(descr):
             raise UnsafeFileError(
-                f"{self.where}: {member} holds Python objects ({dtype}); objio never unpickles, "
+                f"{self.where}: {member} holds Python objects ({descr}); objio never unpickles, "
                 f"so it refuses to load it. Only load files from sources you trust.",
                 self.where,
                 member,
             )
-        if dtype.names is not None or dtype.subdtype is not None or dtype.itemsize == 0:
+        if not _PLAIN_DESCR.fullmatch(descr):  # also keeps numpy's deprecated aliases ('a') from warning
+            raise self._bad_header(member, f"descr {descr!r:.80} is not a plain dtype as numpy writes one")
+        try:
+            dtype = np.dtype(descr)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise self._bad_header(member, f"descr {descr!r:.80} is not a dtype ({e})") from e
+        if dtype.hasobject or dtype.names is not None or dtype.subdtype is not None or dtype.itemsize == 0:
             raise self._bad_header(member, f"dtype {dtype} is not a plain dtype of nonzero size")
         if type(fortran_order) is not bool:
             raise self._bad_header(member, f"fortran_order {fortran_order!r:.80} is not True or False")

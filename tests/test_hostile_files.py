@@ -206,9 +206,10 @@ def test_impossible_npy_shapes_are_refused(shape: Any, why: str, record_peak: Ca
     ("descr", "fortran_order", "why"),
     [
         ("<f4", 1, r"fortran_order 1 is not True or False"),
-        ("not a dtype", False, r"descr 'not a dtype' is not a dtype"),
+        ("not a dtype", False, r"descr .not a dtype. is not a plain dtype"),
         ("<U0", False, r"dtype <U0 is not a plain dtype of nonzero size"),
-        ("(2,)<f4", False, r"is not a plain dtype"),
+        ("|a1", False, r"descr '\|a1' is not a plain dtype as numpy writes one"),
+        ("(2,)<f4", False, r"is not a plain dtype as numpy writes one"),
         ("<f4,<i4", False, r"is not a plain dtype"),
     ],
 )
