@@ -34,7 +34,8 @@ _LOCAL = struct.Struct("<4s5H3I2H")  # local file header
 _MAX_COMMENT = 0xFFFF
 _ENCRYPTED_FLAGS = 0x0001 | 0x0040  # traditional and strong encryption
 _UTF8_FLAG = 0x0800
-_INFLATE_SLICE = 4 << 10  # compressed bytes given to zlib per call: at most ~4 MiB of output
+_INFLATE_SLICE = 64 << 10  # compressed bytes offered to zlib per call (bounds the copy of its unused tail)
+_INFLATE_OUT = 256 << 10  # the most uncompressed bytes one zlib call may produce
 _READ_SIZE = 1 << 20  # compressed bytes fetched from the stream per read
 
 
@@ -252,7 +253,8 @@ class MemberStream:
         self._position = start  # where our next compressed read starts
         self._compressed_left = member.compressed_size
         self._inflater = zlib.decompressobj(-15) if member.method == DEFLATED else None
-        self._pending = b""  # compressed bytes fetched but not yet given to zlib
+        self._chunk = b""  # compressed bytes fetched from the stream ...
+        self._used = 0  # ... of which zlib has taken this many
         self._out = bytearray()  # inflated bytes not yet handed out (at most ~16 MiB)
 
     @property
@@ -308,7 +310,7 @@ class MemberStream:
         if self._inflater is not None:
             while not self._out and not self._inflater.eof and self._feed():
                 pass
-            if self._out or not self._inflater.eof or self._pending or self._compressed_left:
+            if self._out or not self._inflater.eof or self._used < len(self._chunk) or self._compressed_left:
                 raise self._corrupt(f"{self._member.name}: its deflated data does not end where the directory says")
         if self.crc != self._member.crc:
             raise self._corrupt(
@@ -322,26 +324,27 @@ class MemberStream:
                 raise self._corrupt(f"{self._member.name}: its deflated data ends early")
 
     def _feed(self) -> bool:
-        """Give zlib its next slice of compressed bytes; False when the member has none left."""
+        """Run zlib once on the next compressed bytes; False when it can make no more progress."""
         assert self._inflater is not None
-        if not self._pending:
-            if not self._compressed_left:
-                return False
+        if self._used == len(self._chunk) and self._compressed_left:
             self._stream.seek(self._position)
             chunk = self._stream.read(min(self._compressed_left, _READ_SIZE))
             if not chunk:
                 raise self._corrupt(f"{self._member.name} ends early")
             self._position += len(chunk)
             self._compressed_left -= len(chunk)
-            self._pending = chunk
-        piece, self._pending = self._pending[:_INFLATE_SLICE], self._pending[_INFLATE_SLICE:]
+            self._chunk, self._used = chunk, 0
+        piece = memoryview(self._chunk)[self._used : self._used + _INFLATE_SLICE]
         try:
-            self._out += self._inflater.decompress(piece)
+            # Bounded output per call; with no input left, this drains what zlib still holds.
+            out = self._inflater.decompress(piece, _INFLATE_OUT)
         except zlib.error as e:
             raise self._corrupt(f"{self._member.name}: its deflated data is damaged ({e})") from e
+        self._used += len(piece) - len(self._inflater.unconsumed_tail)
         if self._inflater.unused_data:
             raise self._corrupt(f"{self._member.name}: its deflated data ends before the member does")
-        return True
+        self._out += out
+        return bool(out) or len(piece) > 0
 
     def _corrupt(self, message: str) -> CorruptFileError:
         return CorruptFileError(f"{self._where}: {message}; the file is corrupt", self._where, self._member.name)
