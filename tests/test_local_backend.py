@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
@@ -192,10 +193,13 @@ def test_an_unreadable_folder_is_a_permission_error(tmp_path: Path) -> None:
         (tmp_path / "ckpt").chmod(0o700)
 
 
-def test_listing_under_a_file_says_it_is_a_file(tmp_path: Path) -> None:
+def test_listing_under_a_file_says_which_file_is_in_the_way(tmp_path: Path) -> None:
     (tmp_path / "ckpt").write_bytes(b"not a folder")
-    with pytest.raises(StorageError, match=r"ckpt is a file, not a folder"):
-        objio.open_storage(tmp_path).list("ckpt/")
+    for root, prefix in [(tmp_path, "ckpt/"), (tmp_path / "ckpt", "ckpt/"), (tmp_path / "ckpt", "")]:
+        with pytest.raises(StorageError, match=rf"{tmp_path}/ckpt is a file, not a folder") as caught:
+            objio.open_storage(root).list(prefix)
+        assert caught.value.errno == errno.ENOTDIR
+    assert objio.open_storage(tmp_path / "missing").list("ckpt/") == []  # nothing there yet: a first run
 
 
 def test_cleanup_removes_dead_temp_files_below_the_root_and_keeps_live_and_young_ones(tmp_path: Path) -> None:

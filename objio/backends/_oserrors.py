@@ -45,7 +45,7 @@ def translated(error: OSError, url: str) -> StorageError:
             url=url,
         )
     elif isinstance(error, NotADirectoryError):
-        result = StorageError(f"{url}: a part of this path is a file, not a folder ({error})", url=url)
+        result = StorageError(f"cannot use {url}: {error.strerror}", url=url)
     else:
         result = StorageError(f"storage failed on {url}: {error}", url=url)
     result.errno = error.errno

@@ -141,10 +141,10 @@ class LocalStorage:
         top = os.path.join(self.root, *folder.split("/")) if folder else self.root
         keys: list[str] = []
         with translate_os_errors(join_url(self.url, prefix)):
-            if os.path.lexists(top) and not os.path.isdir(top):
-                raise StorageError(
-                    f"{join_url(self.url, folder)} is a file, not a folder: objects cannot be listed under it",
-                    url=join_url(self.url, folder),
+            blocker = _file_in_the_way(top)
+            if blocker is not None:
+                raise NotADirectoryError(
+                    errno.ENOTDIR, f"{blocker} is a file, not a folder: nothing can be listed under it", blocker
                 )
             _walk_regular_files(top, "" if not folder else folder + "/", prefix, keys)
         return sorted(keys)
@@ -185,6 +185,17 @@ def _check_regular(mode: int, path: str) -> None:
     if not stat.S_ISREG(mode):
         kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
         raise FileNotFoundError(errno.ENOENT, f"is {kind}, not a regular file (only regular files are objects)", path)
+
+
+def _file_in_the_way(folder: str) -> str | None:
+    """The nearest existing path at or above ``folder`` if it is not a folder (a logdir that is a file)."""
+    path = folder
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+    return None if os.path.isdir(path) else path
 
 
 def _raise_unless_gone(error: OSError) -> None:
