@@ -207,8 +207,8 @@ def _check_no_overlap(members: dict[str, Member], cd_offset: int, where: str) ->
     into many large arrays.
     """
     ordered = sorted(members.values(), key=lambda m: m.header_offset)
-    for member, following in zip(ordered, [*ordered[1:], None], strict=True):
-        limit = following.header_offset if following is not None else cd_offset
+    for i, member in enumerate(ordered):
+        limit = ordered[i + 1].header_offset if i + 1 < len(ordered) else cd_offset
         if member.header_offset + _LOCAL.size + len(member.raw_name) + member.compressed_size > limit:
             raise UnsafeFileError(
                 f"{where}: {member.name} claims {member.compressed_size} bytes at byte {member.header_offset}, "

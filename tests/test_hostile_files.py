@@ -246,6 +246,11 @@ def test_a_directory_count_the_directory_cannot_hold_is_refused(record_peak: Cal
     record_peak(_refused(raw, r"its zip directory \(60002 members", None, read=False))
 
 
+def test_an_empty_archive_is_not_a_checkpoint(record_peak: Callable[[int], None]) -> None:
+    # Found by the fuzzer: a directory of zero members once failed inside the overlap check.
+    record_peak(_refused(_zip(), r"hostile.npz has no names.npy", "names.npy", read=False))
+
+
 def test_duplicate_member_names_are_refused(record_peak: Callable[[int], None]) -> None:
     names, array = _valid_members(_npy())
     raw = _zip(names, array, Member("0.npy", _npy(data=b"\1" * 8)))
