@@ -252,20 +252,20 @@ class NpzReader:
             array = array.view(self._extension_dtype(true_name, array.dtype, f"{index}.npy"))
         return array
 
-    def _extension_dtype(self, name: str, stored: np.dtype, member: str) -> np.dtype:
-        dtype = getattr(ml_dtypes, name, None) if isinstance(name, str) and name.isidentifier() else None
-        try:
-            result = np.dtype(dtype) if dtype is not None else None
-        except TypeError:
-            result = None
-        if result is None or result.itemsize != stored.itemsize:
+    def _extension_dtype(self, name: object, stored: np.dtype, member: str) -> np.dtype:
+        # Only ml_dtypes' scalar types: any other attribute of the module (finfo, __dict__ ...)
+        # would be an object dtype or no dtype at all.
+        scalar = getattr(ml_dtypes, name, None) if isinstance(name, str) and not name.startswith("_") else None
+        if not (isinstance(scalar, type) and issubclass(scalar, np.generic)) or np.dtype(scalar).hasobject:
+            scalar = None
+        if scalar is None or np.dtype(scalar).itemsize != stored.itemsize:
             raise CorruptFileError(
-                f"{self.where}: {member} claims dtype {name!r}, which ml_dtypes {ml_dtypes.__version__} does not "
-                f"provide with itemsize {stored.itemsize}; upgrade ml_dtypes",
+                f"{self.where}: {member} claims dtype {name!r:.80}, which ml_dtypes {ml_dtypes.__version__} does "
+                f"not provide with itemsize {stored.itemsize}; upgrade ml_dtypes",
                 self.where,
                 member,
             )
-        return result
+        return np.dtype(scalar)
 
     def _open_member(self, member: _ziparchive.Member) -> _ziparchive.MemberStream:
         start = _ziparchive.data_offset(self._stream, member, self._size, self.where)

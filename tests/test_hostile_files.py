@@ -4,6 +4,7 @@ no hang, nothing run, and no allocation beyond what the file holds plus a small 
 from __future__ import annotations
 
 import io
+import json
 import os
 import struct
 import tracemalloc
@@ -244,6 +245,16 @@ def test_a_member_offset_outside_the_file_is_refused(record_peak: Callable[[int]
 def test_a_directory_count_the_directory_cannot_hold_is_refused(record_peak: Callable[[int], None]) -> None:
     raw = _zip(*_valid_members(_npy()), count_delta=60_000)
     record_peak(_refused(raw, r"its zip directory \(60002 members", None, read=False))
+
+
+@pytest.mark.parametrize("claimed", ["finfo", "__builtins__", "__dict__", "_finfo", 7, ["bfloat16"], "float32"])
+def test_metadata_naming_anything_but_an_ml_dtypes_scalar_type_is_refused(
+    claimed: object, record_peak: Callable[[int], None]
+) -> None:
+    # 'finfo' once became an object dtype over raw bytes; '__builtins__' a ValueError.
+    names, array = _valid_members(_npy(descr="|V8", shape=(1,)))
+    metadata = Member("objio.json", json.dumps({"version": 1, "dtypes": {"0": claimed}}).encode())
+    record_peak(_refused(_zip(names, array, metadata), r"0.npy claims dtype .* which ml_dtypes", "0.npy"))
 
 
 def test_an_empty_archive_is_not_a_checkpoint(record_peak: Callable[[int], None]) -> None:
