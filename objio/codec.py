@@ -200,6 +200,7 @@ class NpzReader:
                 self.where,
                 METADATA_MEMBER,
             )
+        self._check_deflated_size(member)
         source = self._open_member(member)
         raw = source.read(member.size)
         source.finish()
@@ -278,18 +279,24 @@ class NpzReader:
             raise CorruptFileError(f"{self.where} has no member {name}", self.where, name)
         source = self._open_member(member)
         shape, order, dtype = self._read_header(source, name)
-        if member.method == _ziparchive.DEFLATED and source.remaining > _TRUST_DEFLATED_BYTES:
-            # Deflated sizes are claims until inflated: check the member really holds this many
-            # bytes before allocating for them, so a small file cannot make us allocate gigabytes.
-            check = self._open_member(member)
-            check.skip(member.size)
-            check.finish()
+        self._check_deflated_size(member)
         array = _aligned_empty(shape, dtype)
         view = array.view(np.uint8).data
         for start in range(0, len(view), _CHUNK):
             source.readinto(view[start : start + _CHUNK])
         source.finish()
         return array.reshape(shape, order=order)
+
+    def _check_deflated_size(self, member: _ziparchive.Member) -> None:
+        """Inflate a large deflated member once, without keeping it, to check it holds what it claims.
+
+        Deflated sizes are claims until inflated: without this, a small file could make us allocate
+        gigabytes for data it does not hold.
+        """
+        if member.method == _ziparchive.DEFLATED and member.size > _TRUST_DEFLATED_BYTES:
+            check = self._open_member(member)
+            check.skip(member.size)
+            check.finish()
 
     def _read_header(
         self, source: _ziparchive.MemberStream, member: str

@@ -297,6 +297,16 @@ def test_a_deflated_member_claiming_far_more_than_it_holds_is_refused_before_all
     record_peak(peak)
 
 
+def test_deflated_metadata_claiming_more_than_it_holds_allocates_nothing_for_it(
+    record_peak: Callable[[int], None],
+) -> None:
+    names, array = _valid_members(_npy())
+    metadata = Member("objio.json", np.random.default_rng(1).bytes(60_000), deflate=True, size=50 << 20)
+    peak = _refused(_zip(names, array, metadata), r"objio.json: its deflated data ends early", "objio.json", read=False)
+    assert peak < 4 << 20
+    record_peak(peak)
+
+
 def test_a_deflated_member_larger_than_deflate_can_hold_is_unsafe(record_peak: Callable[[int], None]) -> None:
     names, array = _valid_members(_npy(), deflate=True, size=0xFFFFF000)
     record_peak(_refused(_zip(names, array), r"0.npy claims 4294963200 bytes, more than its", "0.npy", UnsafeFileError))
