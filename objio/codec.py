@@ -6,9 +6,11 @@ store as anonymous ``|V2``/``|V1``, such as bfloat16, float8 and int4); numpy an
 
 Members are stored uncompressed and each array's data starts at a multiple of 64 bytes in the file,
 so a local file can later be memory-mapped without a copy. Writing streams member by member into
-any forward-only binary stream (zip data descriptors carry each CRC after its data); reading checks
-every header against the zip directory before allocating, never unpickles, and reads each member
-straight into its final array with its CRC verified.
+any forward-only binary stream (zip data descriptors carry each CRC after its data). Reading goes
+through objio's own strict zip reader (``objio._ziparchive``, stored and deflated members only) and
+its own npy header parser: every size is checked against the file before anything is allocated,
+nothing is unpickled or evaluated, each member is read straight into its final array with its CRC
+verified, any bytes at all give CorruptFileError/UnsafeFileError, and a storage error stays itself.
 """
 
 from __future__ import annotations
