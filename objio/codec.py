@@ -6,25 +6,29 @@ store as anonymous ``|V2``/``|V1``, such as bfloat16, float8 and int4); numpy an
 
 Members are stored uncompressed and each array's data starts at a multiple of 64 bytes in the file,
 so a local file can later be memory-mapped without a copy. Writing streams member by member into
-any forward-only binary stream (zip data descriptors carry each CRC after its data); reading checks
-every header against the zip directory before allocating, never unpickles, and reads each member
-straight into its final array with its CRC verified.
+any forward-only binary stream (zip data descriptors carry each CRC after its data). Reading goes
+through objio's own strict zip reader (``objio._ziparchive``, stored and deflated members only) and
+its own npy header parser: every size is checked against the file before anything is allocated,
+nothing is unpickled or evaluated, each member is read straight into its final array with its CRC
+verified, any bytes at all give CorruptFileError/UnsafeFileError, and a storage error stays itself.
 """
 
 from __future__ import annotations
 
-import contextlib
+import ast
 import io
 import json
+import math
+import re
 import struct
 import zipfile
-import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import IO, Any, BinaryIO, Literal, cast
 
 import ml_dtypes
 import numpy as np
 
+from objio import _ziparchive
 from objio.errors import CorruptFileError, UnsafeFileError
 
 __all__ = ["FORMAT_VERSION", "NpzReader", "write_npz"]
@@ -35,7 +39,16 @@ NAMES_MEMBER = "names.npy"
 ALIGNMENT = 64
 _CHUNK = 16 << 20  # bytes moved per write/read call: bounds any transient copy
 _MAX_METADATA_BYTES = 64 << 20
-_MAX_DEFLATE_RATIO = 1032  # the most deflate can expand: a bound on a compressed member's true size
+# A deflated member's size is allocated as claimed up to this; above it, the member is inflated
+# once to check it really holds that much (twice the CPU, never more memory than it holds).
+_TRUST_DEFLATED_BYTES = 1 << 20
+_MAX_NPY_HEADER = 10_000  # np.load's own limit (max_header_size): Objax could not read a longer one
+_MAX_DIMS = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
+# The descr of a plain dtype as numpy writes it: byte order, kind, size, and a unit for datetimes.
+_PLAIN_DESCR = re.compile(r"[<>|=]?[biufcSUVmM][0-9]{1,9}(\[[0-9]*[a-zA-Z]{1,2}\])?")
+_OBJECT_DESCR = re.compile(r"[<>|=]?O[0-9]*")
+_NPY_MAGIC = b"\x93NUMPY"
+_NPY_VERSIONS = {b"\x01\x00": ("<H", "latin1"), b"\x02\x00": ("<I", "latin1"), b"\x03\x00": ("<I", "utf8")}
 _PADDING_EXTRA_ID = 0xD935  # the extra-field id zip aligners use for padding; readers skip it
 _DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so equal collections give byte-identical files
 
@@ -145,6 +158,9 @@ class _CountingWriter:
 class NpzReader:
     """Reads an npz written by objio, Objax or ``np.savez``, one validated member at a time.
 
+    Any bytes at all give a :class:`CorruptFileError` (or :class:`UnsafeFileError`) naming the file
+    and member; an error of the stream itself (a storage error) is raised as itself.
+
     :param stream: a seekable binary file (a storage reader); not closed here.
     :param where: the file, for error messages.
     :raises CorruptFileError: not a zip, missing or inconsistent members, unreadable metadata.
@@ -154,15 +170,7 @@ class NpzReader:
         self.where = where
         self._stream = stream
         self._size = stream.seek(0, io.SEEK_END)
-        try:
-            self._archive = zipfile.ZipFile(stream)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
-            raise CorruptFileError(
-                f"{where} is not an npz checkpoint (not a readable zip archive: {e}); "
-                f"it may be truncated or not written by save_var_collection",
-                path=where,
-            ) from e
-        self._members = {info.filename: info for info in self._archive.infolist()}
+        self._members = _ziparchive.read_directory(stream, self._size, where)
         self.metadata = self._read_metadata()
         self.names = self._read_names()
         for i in range(len(self.names)):
@@ -175,7 +183,7 @@ class NpzReader:
                 )
 
     def close(self) -> None:
-        self._archive.close()
+        """Nothing to release: the stream belongs to the caller."""
 
     def __enter__(self) -> NpzReader:
         return self
@@ -184,22 +192,29 @@ class NpzReader:
         self.close()
 
     def _read_metadata(self) -> dict[str, Any]:
-        info = self._members.get(METADATA_MEMBER)
-        if info is None:  # written by Objax or np.savez
+        member = self._members.get(METADATA_MEMBER)
+        if member is None:  # written by Objax or np.savez
             return {"version": 0, "dtypes": {}}
-        if info.file_size > _MAX_METADATA_BYTES:
+        if member.size > _MAX_METADATA_BYTES:
             raise UnsafeFileError(
-                f"{self.where}: {METADATA_MEMBER} declares {info.file_size} bytes", self.where, METADATA_MEMBER
+                f"{self.where}: {METADATA_MEMBER} declares {member.size} bytes, more than objio metadata "
+                f"ever holds ({_MAX_METADATA_BYTES})",
+                self.where,
+                METADATA_MEMBER,
             )
-        with _zip_errors(self.where, METADATA_MEMBER):
-            raw = self._archive.read(info)
+        self._check_deflated_size(member)
+        source = self._open_member(member)
+        raw = source.read(member.size)
+        source.finish()
         try:
             metadata = json.loads(raw)
             version = metadata["version"]
             dtypes = metadata["dtypes"]
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, IndexError, RecursionError) as e:
             raise CorruptFileError(
-                f"{self.where}: {METADATA_MEMBER} is not valid objio metadata ({e})", self.where, METADATA_MEMBER
+                f"{self.where}: {METADATA_MEMBER} is not valid objio metadata ({type(e).__name__}: {e})",
+                self.where,
+                METADATA_MEMBER,
             ) from e
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise CorruptFileError(
@@ -240,103 +255,113 @@ class NpzReader:
             array = array.view(self._extension_dtype(true_name, array.dtype, f"{index}.npy"))
         return array
 
-    def _extension_dtype(self, name: str, stored: np.dtype, member: str) -> np.dtype:
-        dtype = getattr(ml_dtypes, name, None) if isinstance(name, str) and name.isidentifier() else None
-        try:
-            result = np.dtype(dtype) if dtype is not None else None
-        except TypeError:
-            result = None
-        if result is None or result.itemsize != stored.itemsize:
+    def _extension_dtype(self, name: object, stored: np.dtype, member: str) -> np.dtype:
+        # Only ml_dtypes' scalar types: any other attribute of the module (finfo, __dict__ ...)
+        # would be an object dtype or no dtype at all.
+        scalar = getattr(ml_dtypes, name, None) if isinstance(name, str) and not name.startswith("_") else None
+        if not (isinstance(scalar, type) and issubclass(scalar, np.generic)) or np.dtype(scalar).hasobject:
+            scalar = None
+        if scalar is None or np.dtype(scalar).itemsize != stored.itemsize:
             raise CorruptFileError(
-                f"{self.where}: {member} claims dtype {name!r}, which ml_dtypes {ml_dtypes.__version__} does not "
-                f"provide with itemsize {stored.itemsize}; upgrade ml_dtypes",
+                f"{self.where}: {member} claims dtype {name!r:.80}, which ml_dtypes {ml_dtypes.__version__} does "
+                f"not provide with itemsize {stored.itemsize}; upgrade ml_dtypes",
                 self.where,
                 member,
             )
-        return result
+        return np.dtype(scalar)
 
-    def _read_array(self, member: str) -> np.ndarray:
-        info = self._members.get(member)
-        if info is None:
-            raise CorruptFileError(f"{self.where} has no member {member}", self.where, member)
-        if info.compress_type == zipfile.ZIP_STORED:
-            return self._read_stored(info)
-        with _zip_errors(self.where, member), self._archive.open(info) as f:  # np.savez_compressed files
-            shape, order, dtype, _ = self._read_header(f, info, start=0)
-            array = _aligned_empty(shape, dtype)
-            _fill(cast(io.BufferedIOBase, f), array, self.where, member)
-            if f.read(1):  # also makes zipfile check the CRC, which it does at the member's end
-                raise CorruptFileError(
-                    f"{self.where}: {member} holds more than its header declares", self.where, member
-                )
-        return array.reshape(shape, order=order)
+    def _open_member(self, member: _ziparchive.Member) -> _ziparchive.MemberStream:
+        start = _ziparchive.data_offset(self._stream, member, self._size, self.where)
+        return _ziparchive.MemberStream(self._stream, member, start, self.where)
 
-    def _read_stored(self, info: zipfile.ZipInfo) -> np.ndarray:
-        """Read an uncompressed member straight from the stream into its array, then check its CRC."""
-        member, stream = info.filename, self._stream
-        stream.seek(info.header_offset)
-        local = stream.read(30)
-        if len(local) != 30 or local[:4] != b"PK\x03\x04":
-            raise CorruptFileError(f"{self.where}: {member} has no local zip header", self.where, member)
-        name_len, extra_len = struct.unpack("<HH", local[26:30])
-        start = info.header_offset + 30 + name_len + extra_len
-        stream.seek(start)
-        shape, order, dtype, header_size = self._read_header(stream, info, start)
-        stream.seek(start)
-        crc = zlib.crc32(stream.read(header_size))
+    def _read_array(self, name: str) -> np.ndarray:
+        """Read a member straight into its array, checking its header, size and CRC-32."""
+        member = self._members.get(name)
+        if member is None:
+            raise CorruptFileError(f"{self.where} has no member {name}", self.where, name)
+        source = self._open_member(member)
+        shape, order, dtype = self._read_header(source, name)
+        self._check_deflated_size(member)
         array = _aligned_empty(shape, dtype)
-        crc = _fill(cast(io.BufferedIOBase, stream), array, self.where, member, crc)
-        if crc != info.CRC:
-            raise CorruptFileError(
-                f"{self.where}: {member} fails its CRC-32 check: the data was damaged after it was written",
-                self.where,
-                member,
-            )
+        view = array.view(np.uint8).data
+        for start in range(0, len(view), _CHUNK):
+            source.readinto(view[start : start + _CHUNK])
+        source.finish()
         return array.reshape(shape, order=order)
+
+    def _check_deflated_size(self, member: _ziparchive.Member) -> None:
+        """Inflate a large deflated member once, without keeping it, to check it holds what it claims.
+
+        Deflated sizes are claims until inflated: without this, a small file could make us allocate
+        gigabytes for data it does not hold.
+        """
+        if member.method == _ziparchive.DEFLATED and member.size > _TRUST_DEFLATED_BYTES:
+            check = self._open_member(member)
+            check.skip(member.size)
+            check.finish()
 
     def _read_header(
-        self, f: IO[bytes], info: zipfile.ZipInfo, start: int
-    ) -> tuple[tuple[int, ...], Literal["C", "F"], np.dtype, int]:
-        """Shape, order, dtype and header size of the npy member at ``start``, checked against the zip directory."""
-        member = info.filename
+        self, source: _ziparchive.MemberStream, member: str
+    ) -> tuple[tuple[int, ...], Literal["C", "F"], np.dtype]:
+        """Shape, order and dtype of the npy member being read, checked against the member's size."""
+        if source.remaining < len(_NPY_MAGIC) + 2:
+            raise self._bad_header(member, "it is too short for an npy header")
+        magic = source.read(len(_NPY_MAGIC) + 2)
+        if not magic.startswith(_NPY_MAGIC) or magic[-2:] not in _NPY_VERSIONS:
+            raise self._bad_header(member, f"it starts with {magic!r}, not a known npy magic string")
+        length_format, encoding = _NPY_VERSIONS[magic[-2:]]
+        length_size = struct.calcsize(length_format)
+        if source.remaining < length_size:
+            raise self._bad_header(member, "it is too short for an npy header")
+        (header_len,) = struct.unpack(length_format, source.read(length_size))
+        if header_len > min(source.remaining, _MAX_NPY_HEADER):
+            raise self._bad_header(member, f"its npy header claims {header_len} bytes")
         try:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(f)
-            else:
-                raise ValueError(f"npy format version {version} is not supported")
-        except ValueError as e:
-            raise CorruptFileError(f"{self.where}: {member} has no valid npy header ({e})", self.where, member) from e
-        if dtype.hasobject:
+            header = ast.literal_eval(source.read(header_len).decode(encoding))
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as e:
+            raise self._bad_header(member, f"{type(e).__name__}: {e}") from e
+        shape, fortran_order, dtype = self._checked_header(header, member)
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes != source.remaining:  # checked before allocating anything
+            raise CorruptFileError(
+                f"{self.where}: {member} declares {dtype} {shape} ({nbytes} bytes of data) but holds "
+                f"{source.remaining}; the file is corrupt",
+                self.where,
+                member,
+            )
+        return shape, ("F" if fortran_order else "C"), dtype
+
+    def _checked_header(self, header: object, member: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+        if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
+            raise self._bad_header(member, "it must be a dict of descr, fortran_order and shape")
+        descr, fortran_order, shape = header["descr"], header["fortran_order"], header["shape"]
+        if not isinstance(descr, str):
+            raise self._bad_header(member, f"descr {descr!r:.80} is not a plain dtype (structured arrays are refused)")
+        if _OBJECT_DESCR.fullmatch(descr):
             raise UnsafeFileError(
-                f"{self.where}: {member} holds Python objects ({dtype}); objio never unpickles, "
+                f"{self.where}: {member} holds Python objects ({descr}); objio never unpickles, "
                 f"so it refuses to load it. Only load files from sources you trust.",
                 self.where,
                 member,
             )
-        nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-        header_size = f.tell() - start
-        if header_size + nbytes != info.file_size:  # checked before allocating anything
-            raise CorruptFileError(
-                f"{self.where}: {member} declares {dtype} {shape} ({nbytes} bytes of data) but holds "
-                f"{info.file_size - header_size}; the file is corrupt",
-                self.where,
-                member,
+        if not _PLAIN_DESCR.fullmatch(descr):  # also keeps numpy's deprecated aliases ('a') from warning
+            raise self._bad_header(member, f"descr {descr!r:.80} is not a plain dtype as numpy writes one")
+        try:
+            dtype = np.dtype(descr)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise self._bad_header(member, f"descr {descr!r:.80} is not a dtype ({e})") from e
+        if dtype.hasobject or dtype.names is not None or dtype.subdtype is not None or dtype.itemsize == 0:
+            raise self._bad_header(member, f"dtype {dtype} is not a plain dtype of nonzero size")
+        if type(fortran_order) is not bool:
+            raise self._bad_header(member, f"fortran_order {fortran_order!r:.80} is not True or False")
+        if not isinstance(shape, tuple) or len(shape) > _MAX_DIMS or not all(type(n) is int and n >= 0 for n in shape):
+            raise self._bad_header(
+                member, f"shape {shape!r:.80} is not a tuple of at most {_MAX_DIMS} non-negative ints"
             )
-        # The zip directory's sizes are claims too: the bytes must fit in the file (deflate expands at
-        # most 1032-fold), so a small hostile file cannot make us allocate gigabytes.
-        stored = info.compress_type == zipfile.ZIP_STORED
-        limit = info.compress_size if stored else info.compress_size * _MAX_DEFLATE_RATIO
-        if info.header_offset + info.compress_size > self._size or info.file_size > limit:
-            raise UnsafeFileError(
-                f"{self.where}: {member} claims {info.file_size} bytes, more than the {self._size}-byte file "
-                f"can hold; the file is corrupt or hostile",
-                self.where,
-                member,
-            )
-        return shape, ("F" if fortran_order else "C"), dtype, header_size
+        return shape, fortran_order, dtype
+
+    def _bad_header(self, member: str, why: str) -> CorruptFileError:
+        return CorruptFileError(f"{self.where}: {member} has no valid npy header ({why})", self.where, member)
 
 
 def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -344,29 +369,7 @@ def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
     On the CPU, jax.device_put then adopts the buffer instead of copying it.
     """
-    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
     offset = -raw.ctypes.data % ALIGNMENT
     return raw[offset : offset + nbytes].view(dtype)
-
-
-def _fill(f: io.BufferedIOBase, out: np.ndarray, where: str, member: str, crc: int = 0) -> int:
-    """Read exactly ``out.nbytes`` from ``f`` into ``out``; return the CRC-32 continued over them."""
-    view = out.view(np.uint8).data
-    pos = 0
-    while pos < len(view):
-        n = f.readinto(view[pos : pos + _CHUNK])
-        if not n:
-            raise CorruptFileError(f"{where}: {member} ends early, after {pos} bytes of data", where, member)
-        crc = zlib.crc32(view[pos : pos + n], crc)  # while the chunk is still in cache
-        pos += n
-    return crc
-
-
-@contextlib.contextmanager
-def _zip_errors(where: str, member: str) -> Iterator[None]:
-    """Turn zipfile's errors (bad CRC, truncated member) into a CorruptFileError naming the member."""
-    try:
-        yield
-    except (zipfile.BadZipFile, EOFError) as e:
-        raise CorruptFileError(f"{where}: {member} is corrupt ({e})", where, member) from e

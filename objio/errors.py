@@ -18,6 +18,7 @@ __all__ = [
     "ObjioError",
     "ShapeMismatchError",
     "StorageError",
+    "StorageFullError",
     "StorageOptionsError",
     "StoragePermissionError",
     "StorageUnavailableError",
@@ -61,6 +62,13 @@ class StoragePermissionError(StorageError, PermissionError):
 
 class StorageUnavailableError(StorageError, ConnectionError):
     """The storage service did not answer in time, or kept failing after retries."""
+
+
+class StorageFullError(StorageError):
+    """The disk, quota or file-size limit is full (``ENOSPC``, ``EDQUOT``, ``EFBIG``); nothing was committed.
+
+    Its ``errno`` is the system's, so ``except OSError as e: e.errno == errno.ENOSPC`` keeps working.
+    """
 
 
 class StorageOptionsError(ObjioError, TypeError, ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 import objio
 from objio.backends import local
+from objio.errors import ObjectNotFoundError, StorageError, StoragePermissionError
 
 
 def _hidden(folder: Path) -> list[str]:
@@ -28,13 +30,47 @@ def test_a_dead_writers_temp_file_is_swept_by_the_next_write(tmp_path: Path) -> 
     assert storage.list() == ["other.bin"]
 
 
-def test_a_young_unlocked_temp_file_is_left_alone(tmp_path: Path) -> None:
-    # It may belong to a writer that has created its file but not locked it yet.
+def test_an_unlocked_temp_file_is_swept_at_once_however_young(tmp_path: Path) -> None:
+    # Its lock is free, so its writer is dead: no age rule where flock works (issue 8).
     young = tmp_path / f".model.npz.0123456789ab{local.TEMP_SUFFIX}"
-    young.write_bytes(b"just created")
+    young.write_bytes(b"just left by a killed writer")
+    with objio.open_storage(tmp_path).open_writer("other.bin") as f:
+        f.write(b"x")
+    assert _hidden(tmp_path) == []
+
+
+def test_without_working_locks_only_old_temp_files_are_swept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local, "_lock_as_alive", lambda file: False)  # as on a file system without flock
+    young = tmp_path / f".young.npz.0123456789ab{local.TEMP_SUFFIX}"
+    old = tmp_path / f".old.npz.0123456789ab{local.TEMP_SUFFIX}"
+    young.write_bytes(b"maybe a live writer's")
+    old.write_bytes(b"untouched for longer than any live writer")
+    then = time.time() - local.STALE_TEMP_SECONDS - 1
+    os.utime(old, (then, then))
     with objio.open_storage(tmp_path).open_writer("other.bin") as f:
         f.write(b"x")
     assert _hidden(tmp_path) == [young.name]
+
+
+def test_a_writer_whose_new_temp_file_was_swept_before_it_locked_it_starts_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = local._lock_as_alive
+    swept: list[str] = []
+
+    def swept_by_another_writer_first(file):  # type: ignore[no-untyped-def]
+        if not swept:  # another writer's sweep finds the file before our lock and deletes it
+            swept.append(file.name)
+            os.unlink(file.name)
+        return original(file)
+
+    monkeypatch.setattr(local, "_lock_as_alive", swept_by_another_writer_first)
+    storage = objio.open_storage(tmp_path)
+    with storage.open_writer("obj") as f:
+        f.write(b"data")
+    assert len(swept) == 1
+    assert (tmp_path / "obj").read_bytes() == b"data"
+    assert _hidden(tmp_path) == []
 
 
 def test_a_live_writers_temp_file_is_never_swept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,7 +95,6 @@ def test_a_save_function_that_closes_its_stream_still_commits(tmp_path: Path) ->
         assert f.read() == b"data"
 
 
-
 def test_a_writer_waits_for_a_sweeper_that_is_checking_its_temp_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -80,3 +115,118 @@ def test_a_writer_waits_for_a_sweeper_that_is_checking_its_temp_file(
     with objio.open_storage(tmp_path).open_writer("obj", if_absent=True) as f:
         f.write(b"x")
     assert (tmp_path / "obj").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("length", [200, 232, 255])
+def test_names_up_to_the_file_systems_limit_can_be_saved(tmp_path: Path, length: int) -> None:
+    name = "n" * (length - 4) + ".npz"
+    storage = objio.open_storage(tmp_path)
+    with storage.open_writer(name, if_absent=True) as f:
+        f.write(b"x")
+    assert storage.list() == [name]
+    assert _hidden(tmp_path) == []
+
+
+def test_a_temp_name_stays_within_name_max_for_long_and_multibyte_names() -> None:
+    for name in ("é" * 127 + ".npz", "n" * 255, "short.npz"):
+        temp = local._temp_name(name)
+        assert len(os.fsencode(temp)) <= local.NAME_MAX
+        assert temp.startswith(".") and temp.endswith(local.TEMP_SUFFIX)
+
+
+def test_a_fifo_named_like_an_object_is_refused_not_waited_on(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "0000000001.npz")
+    storage = objio.open_storage(tmp_path)
+    with pytest.raises(ObjectNotFoundError, match=r"0000000001.npz.*is a FIFO, not a regular file") as caught:
+        storage.open_reader("0000000001.npz")
+    assert isinstance(caught.value, FileNotFoundError)
+    with pytest.raises(ObjectNotFoundError, match="is a FIFO"):
+        storage.size("0000000001.npz")
+    assert storage.list() == [] and not storage.exists("0000000001.npz")
+
+
+def test_a_link_to_a_device_is_refused_and_a_link_to_a_file_is_an_object(tmp_path: Path) -> None:
+    os.symlink("/dev/zero", tmp_path / "zero.npz")
+    (tmp_path / "real.bin").write_bytes(b"abc")
+    os.symlink(tmp_path / "real.bin", tmp_path / "link.bin")
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling.bin")
+    storage = objio.open_storage(tmp_path)
+    with pytest.raises(ObjectNotFoundError, match=r"zero.npz.*is a device or socket, not a regular file"):
+        storage.open_reader("zero.npz")
+    assert storage.list() == ["link.bin", "real.bin"]
+    with storage.open_reader("link.bin") as f:
+        assert f.read() == b"abc"
+
+
+def test_loading_a_fifo_checkpoint_raises_at_once(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "model.npz")
+    with pytest.raises(ObjectNotFoundError, match="is a FIFO"):
+        objio.io.load_var_collection(str(tmp_path / "model.npz"), objio.VarCollection())
+
+
+def test_an_unlistable_folder_is_a_permission_error_not_an_empty_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # We run as root, which chmod cannot lock out, so the refusal is injected where the kernel gives it.
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "0000000001.npz").write_bytes(b"x")
+    real_scandir = os.scandir
+
+    def refuse_ckpt(path):  # type: ignore[no-untyped-def]
+        if os.fspath(path).endswith("ckpt"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse_ckpt)
+    with pytest.raises(StoragePermissionError, match=r"permission denied for .*ckpt/.*Permission denied") as caught:
+        objio.open_storage(tmp_path).list("ckpt/")
+    assert isinstance(caught.value, PermissionError) and caught.value.errno == 13
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder whatever its mode")
+def test_an_unreadable_folder_is_a_permission_error(tmp_path: Path) -> None:
+    (tmp_path / "ckpt").mkdir(mode=0)
+    try:
+        with pytest.raises(StoragePermissionError):
+            objio.open_storage(tmp_path).list("ckpt/")
+    finally:
+        (tmp_path / "ckpt").chmod(0o700)
+
+
+def test_listing_under_a_file_says_which_file_is_in_the_way(tmp_path: Path) -> None:
+    (tmp_path / "ckpt").write_bytes(b"not a folder")
+    for root, prefix in [(tmp_path, "ckpt/"), (tmp_path / "ckpt", "ckpt/"), (tmp_path / "ckpt", "")]:
+        with pytest.raises(StorageError, match=rf"{tmp_path}/ckpt is a file, not a folder") as caught:
+            objio.open_storage(root).list(prefix)
+        assert caught.value.errno == errno.ENOTDIR
+    assert objio.open_storage(tmp_path / "missing").list("ckpt/") == []  # nothing there yet: a first run
+
+
+def test_cleanup_removes_dead_temp_files_below_the_root_and_keeps_live_and_young_ones(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    dead = [
+        tmp_path / "a" / f".x.npz.000000000001{local.TEMP_SUFFIX}",
+        tmp_path / "a" / "b" / f".y.0{local.TEMP_SUFFIX}",
+    ]
+    young = tmp_path / f".z.npz.000000000002{local.TEMP_SUFFIX}"
+    then = time.time() - 120
+    for path in dead:
+        path.write_bytes(b"dead")
+        os.utime(path, (then, then))
+    young.write_bytes(b"dead but young")
+    (tmp_path / "a" / "keep.npz").write_bytes(b"an object, never touched")
+    storage = objio.open_storage(tmp_path)
+    with storage.open_writer("a/live.npz") as live:
+        live.write(b"still writing")
+        live_temp = _hidden(tmp_path / "a")
+        assert len(live_temp) == 1  # the writer's own sweep already took the dead file beside it
+        for path in dead[:1]:
+            path.write_bytes(b"dead")
+            os.utime(path, (then, then))
+        old_live = tmp_path / "a" / live_temp[0]
+        os.utime(old_live, (then, then))
+        assert storage.cleanup(older_than=60) == 2  # dead[0] again and dead[1]; not the live one
+        assert _hidden(tmp_path / "a") == live_temp
+    assert _hidden(tmp_path) == [young.name]
+    assert storage.cleanup(older_than=0) == 1
+    assert _hidden(tmp_path) == [] and storage.list() == ["a/keep.npz", "a/live.npz"]

@@ -5,15 +5,20 @@ it, ``os.replace`` it over the target (or ``os.link`` it, which fails if the tar
 create-only), then fsync the folder so the new name survives a power cut. The temp file lives in
 the same folder because a rename is atomic only within one file system. A writer holds a lock on
 its temp file, so the next writer in that folder can tell a killed writer's leftovers from a live
-writer's file and delete them.
+writer's file and delete them at once.
+
+Only regular files (or symlinks to them) are objects: a FIFO named like a checkpoint would block a
+reader forever and a link to ``/dev/zero`` would fill memory, so both are refused and never listed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
+import stat
 import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -23,8 +28,8 @@ try:
 except ImportError:  # Windows: no flock; dead writers' temp files are left for the user
     fcntl = None  # type: ignore[assignment]
 
-from objio.backends._oserrors import translate_os_errors
-from objio.errors import ObjectExistsError, StorageOptionsError
+from objio.backends._oserrors import FULL_ERRNOS, translate_os_errors, translated
+from objio.errors import ObjectExistsError, StorageError, StorageOptionsError
 from objio.hookspecs import hookimpl
 from objio.storage import Capabilities, check_key, join_url
 from objio.urls import local_path, scheme_of
@@ -32,8 +37,13 @@ from objio.urls import local_path, scheme_of
 # Temp files start with '.' (hidden from glob, so from Objax too) and end with this suffix, which
 # no checkpoint pattern such as '*.npz' matches; list() skips them.
 TEMP_SUFFIX = ".objio-tmp"
-# A temp file whose writer is gone (unlocked) and that is older than this is swept.
-STALE_TEMP_SECONDS = 60.0
+# Where locks cannot be trusted (no flock: Windows; or flock fails, as on some network file systems),
+# a temp file is taken for dead only when it has not been written for this long. A live writer
+# keeps touching its file, so this guesses; with working locks no guess is needed (issue 8).
+STALE_TEMP_SECONDS = 15 * 60.0
+# The longest file name most file systems take (NAME_MAX), in bytes.
+NAME_MAX = 255
+_TEMP_RANDOM_HEX = 12
 
 
 @hookimpl
@@ -47,7 +57,7 @@ def objio_storage(url: str, options: dict[str, Any]) -> LocalStorage | None:
 
 
 class LocalStorage:
-    """Objects are files below ``root``; keys are their relative paths."""
+    """Objects are regular files below ``root``; keys are their relative paths."""
 
     capabilities = Capabilities(atomic_commit=True, create_only=True, range_read=True)
 
@@ -64,9 +74,17 @@ class LocalStorage:
     def open_reader(self, key: str) -> BinaryIO:
         path = self._path(key)
         with translate_os_errors(join_url(self.url, key)):
-            if os.path.isdir(path):
-                raise FileNotFoundError(errno.ENOENT, "is a folder, not an object", path)
-            return open(path, "rb")
+            _check_regular(os.stat(path).st_mode, path)  # before opening: opening a device can act
+            # O_NONBLOCK: if a FIFO replaced the file since, opening it must not wait for a writer.
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+            try:
+                _check_regular(os.fstat(fd).st_mode, path)
+                if hasattr(os, "set_blocking"):
+                    os.set_blocking(fd, True)
+                return os.fdopen(fd, "rb")
+            except BaseException:
+                os.close(fd)
+                raise
 
     @contextlib.contextmanager
     def open_writer(self, key: str, *, if_absent: bool = False) -> Iterator[BinaryIO]:
@@ -76,19 +94,23 @@ class LocalStorage:
         folder = folder or "."
         with translate_os_errors(url):
             os.makedirs(folder, exist_ok=True)
-            temp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
-            file = open(temp, "xb")
+            temp, file, locked = _create_locked_temp_file(folder, name)
         try:
-            _lock_as_alive(file)
-            _sweep_dead_temp_files(folder)
-            yield file  # type: ignore[misc]
-            if file.closed:  # a save function may close what it was given; the data is still ours
-                _fsync_file(temp)
-            else:
-                file.flush()
-                os.fsync(file.fileno())
-                file.close()
+            _sweep_dead_temp_files(folder, locks_work=locked)
+            try:
+                yield file  # type: ignore[misc]
+            except OSError as e:
+                # The save function's write hit a full disk: say so in objio's terms (errno kept).
+                if isinstance(e, StorageError) or e.errno not in FULL_ERRNOS:
+                    raise
+                raise translated(e, url) from e
             with translate_os_errors(url):
+                if file.closed:  # a save function may close what it was given; the data is still ours
+                    _fsync_file(temp)
+                else:
+                    file.flush()
+                    os.fsync(file.fileno())
+                    file.close()
                 if if_absent:
                     try:
                         os.link(temp, path)  # fails if path exists: exactly one racer wins
@@ -102,24 +124,24 @@ class LocalStorage:
                 _fsync_folder(folder)
         finally:
             # On success after os.link, and on every failure (GeneratorExit included, which is what
-            # a writer dropped without exiting gets), the temp file must go.
-            file.close()
+            # a writer dropped without exiting gets), the temp file must go. Closing a file whose
+            # buffer cannot be written (a full disk) raises again; the file is closed all the same.
+            with contextlib.suppress(OSError):
+                file.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
 
     def list(self, prefix: str = "") -> list[str]:
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         top = os.path.join(self.root, *folder.split("/")) if folder else self.root
-        keys = []
+        keys: list[str] = []
         with translate_os_errors(join_url(self.url, prefix)):
-            for dirpath, dirnames, filenames in os.walk(top):
-                dirnames.sort()
-                rel = os.path.relpath(dirpath, self.root)
-                base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-                for name in filenames:
-                    key = base + name
-                    if key.startswith(prefix) and not name.endswith(TEMP_SUFFIX):
-                        keys.append(key)
+            blocker = _file_in_the_way(top)
+            if blocker is not None:
+                raise NotADirectoryError(
+                    errno.ENOTDIR, f"{blocker} is a file, not a folder: nothing can be listed under it", blocker
+                )
+            _walk_regular_files(top, "" if not folder else folder + "/", prefix, keys)
         return sorted(keys)
 
     def delete(self, key: str) -> None:
@@ -132,43 +154,155 @@ class LocalStorage:
     def size(self, key: str) -> int:
         path = self._path(key)
         with translate_os_errors(join_url(self.url, key)):
-            if os.path.isdir(path):
-                raise FileNotFoundError(errno.ENOENT, "is a folder, not an object", path)
-            return os.path.getsize(path)
+            status = os.stat(path)
+            _check_regular(status.st_mode, path)
+            return status.st_size
+
+    def cleanup(self, older_than: float) -> int:
+        """Delete temp files of killed writers anywhere below the root, if unchanged for ``older_than`` seconds.
+
+        A temp file a live writer holds (locked) is never touched; where locks cannot be trusted,
+        age alone decides, so pass an age no live save goes without writing. Writers already sweep
+        their own folder at once; this is for folders nobody writes to any more.
+
+        :returns: how many temp files were deleted.
+        """
+        deleted = 0
+        with translate_os_errors(self.url):
+            for dirpath, _, filenames in os.walk(self.root, onerror=_raise_unless_gone):
+                names = [n for n in filenames if n.endswith(TEMP_SUFFIX)]
+                if names:
+                    deleted += _delete_dead(dirpath, names, older_than, locks_work=fcntl is not None)
+        return deleted
 
 
-def _lock_as_alive(file: BinaryIO) -> None:
-    """Hold an exclusive lock on our temp file while we write it; the kernel drops it if we die."""
-    if fcntl is not None:
-        # Blocking: a sweeper in another writer may hold it for an instant while it checks the file.
-        fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+def _check_regular(mode: int, path: str) -> None:
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise FileNotFoundError(errno.ENOENT, f"is {kind}, not a regular file (only regular files are objects)", path)
 
 
-def _sweep_dead_temp_files(folder: str) -> None:
-    """Delete temp files in ``folder`` left by writers that were killed (nobody holds their lock).
+def _file_in_the_way(folder: str) -> str | None:
+    """The nearest existing path at or above ``folder`` if it is not a folder (a logdir that is a file)."""
+    path = folder
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+    return None if os.path.isdir(path) else path
 
-    A writer that was SIGKILLed cannot clean up after itself; without this, every preemption in the
-    middle of a save would leave a checkpoint-sized hidden file behind for good. The age check
-    covers the instant between another writer creating its temp file and locking it.
+
+def _raise_unless_gone(error: OSError) -> None:
+    """os.walk's onerror: a folder removed while we walk is simply gone; anything else is an error."""
+    if not isinstance(error, FileNotFoundError):
+        raise error
+
+
+def _walk_regular_files(folder: str, base: str, prefix: str, keys: list[str]) -> None:
+    """Add the keys of regular files below ``folder`` (relative key prefix ``base``) that start with ``prefix``.
+
+    Unlike os.walk, which swallows errors (an unreadable folder would look empty, and a restore would
+    take it for a first run), every error but a folder vanishing mid-walk is raised.
+    """
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return
+    for entry in sorted(entries, key=lambda e: e.name):
+        key = base + entry.name
+        if entry.is_dir(follow_symlinks=False):
+            if prefix.startswith(key + "/") or key.startswith(prefix):
+                _walk_regular_files(entry.path, key + "/", prefix, keys)
+        elif key.startswith(prefix) and not entry.name.endswith(TEMP_SUFFIX):
+            try:
+                regular = entry.is_file()  # follows a symlink: a link to a regular file is an object
+            except FileNotFoundError:
+                continue
+            if regular:
+                keys.append(key)
+
+
+def _temp_name(name: str) -> str:
+    """A hidden temp name beside ``name`` that stays within NAME_MAX however long ``name`` is."""
+    token = secrets.token_hex(_TEMP_RANDOM_HEX // 2)
+    temp = f".{name}.{token}{TEMP_SUFFIX}"
+    if len(os.fsencode(temp)) > NAME_MAX:
+        temp = f".{hashlib.sha256(os.fsencode(name)).hexdigest()[:32]}.{token}{TEMP_SUFFIX}"
+    return temp
+
+
+def _create_locked_temp_file(folder: str, name: str) -> tuple[str, BinaryIO, bool]:
+    """Create and lock a new temp file for ``name``; whether the lock could be taken.
+
+    Another writer's sweep may find our file between its creation and our lock, take it for a dead
+    writer's and delete it; we then see it unlinked once we hold the lock, and start again.
+    """
+    while True:
+        temp = os.path.join(folder, _temp_name(name))
+        file = open(temp, "xb")  # the caller closes it
+        try:
+            locked = _lock_as_alive(file)
+            if not locked or os.fstat(file.fileno()).st_nlink > 0:
+                return temp, file, locked
+        except BaseException:
+            file.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+        file.close()
+
+
+def _lock_as_alive(file: BinaryIO) -> bool:
+    """Hold an exclusive lock on our temp file while we write it (the kernel drops it if we die).
+
+    :returns: False where locks are unavailable, so leftovers can be judged only by their age.
     """
     if fcntl is None:
-        return
-    now = time.time()
+        return False
+    try:
+        # Blocking: a sweeper in another writer may hold it for an instant while it checks the file.
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+    except OSError as e:
+        if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            return False
+        raise
+    return True
+
+
+def _sweep_dead_temp_files(folder: str, *, locks_work: bool) -> None:
+    """Delete temp files in ``folder`` left by writers that were killed.
+
+    A writer that was SIGKILLed cannot clean up after itself; without this, every preemption in the
+    middle of a save would leave a checkpoint-sized hidden file behind. Where locks work, a temp file
+    whose lock is free is dead at once; elsewhere only one untouched for STALE_TEMP_SECONDS is.
+    """
     with os.scandir(folder) as entries:
-        stale = [e.path for e in entries if e.name.endswith(TEMP_SUFFIX) and e.is_file(follow_symlinks=False)]
-    for path in stale:
+        names = [e.name for e in entries if e.name.endswith(TEMP_SUFFIX) and e.is_file(follow_symlinks=False)]
+    _delete_dead(folder, names, 0.0 if locks_work else STALE_TEMP_SECONDS, locks_work=locks_work)
+
+
+def _delete_dead(folder: str, names: list[str], older_than: float, *, locks_work: bool) -> int:
+    """Delete the temp files ``names`` in ``folder`` that no writer holds and that are older than ``older_than``."""
+    now = time.time()
+    deleted = 0
+    for name in names:
+        path = os.path.join(folder, name)
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         except OSError:
             continue  # gone already, or not ours to read
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if now - os.fstat(fd).st_mtime > STALE_TEMP_SECONDS:
+            if locks_work:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its writer lives
+            if now - os.fstat(fd).st_mtime >= older_than:
                 os.unlink(path)
+                deleted += 1
         except OSError:
-            pass  # locked: its writer is alive
+            pass  # locked (its writer is alive), or already gone
         finally:
             os.close(fd)
+    return deleted
 
 
 def _fsync_file(path: str) -> None:
