@@ -33,6 +33,7 @@ from objio.io._arrays import check_metadata, open_arrays
 from objio.io._duck import is_var_collection, is_variable
 from objio.io._files import FileOrStr, describe, open_for_write
 from objio.io.save_load import checked, raise_missing
+from objio.progress import Progress
 
 __all__ = ["leaf_names", "load_tree", "save_tree"]
 
@@ -48,6 +49,7 @@ def save_tree(
     metadata: dict[str, Any] | None = None,
     format: Format | None = None,
     storage_options: dict[str, Any] | None = None,
+    progress: Progress = None,
 ) -> None:
     """Save the array leaves of ``tree`` to ``file``, each under the name of its key path (see the module doc).
 
@@ -62,6 +64,7 @@ def save_tree(
     :param format: ``"npz"`` or ``"safetensors"``; by default safetensors if the name ends with
         ``.safetensors``, else npz.
     :param storage_options: options for the storage backend of a URL.
+    :param progress: how to show the bytes written (see :mod:`objio.progress`).
     :raises TypeError: ``metadata`` is not JSON-serialisable, or ``tree`` holds variables (save those
         with :func:`objio.io.save_var_collection`); raised before anything is written.
     """
@@ -82,7 +85,8 @@ def save_tree(
             names.append(leaf_name(path))
             leaves.append(leaf)
     chosen = format or _format_of(file)
-    with open_for_write(file, storage_options) as stream:
+    total = sum(int(np.asarray(leaf).nbytes) if isinstance(leaf, _NUMBERS) else int(leaf.nbytes) for leaf in leaves)
+    with open_for_write(file, storage_options, progress=progress, total=total, action="saved") as stream:
         if chosen == "safetensors":
             from objio.io.safetensors_io import write_safetensors
 
@@ -93,7 +97,9 @@ def save_tree(
             raise ValueError(f"format must be 'npz' or 'safetensors', got {chosen!r}")
 
 
-def load_tree(file: FileOrStr, like: Any = None, *, storage_options: dict[str, Any] | None = None) -> Any:
+def load_tree(
+    file: FileOrStr, like: Any = None, *, storage_options: dict[str, Any] | None = None, progress: Progress = None
+) -> Any:
     """Load a pytree from ``file`` (npz or safetensors, told by content).
 
     With ``like`` (a pytree of the same structure: arrays, ``jax.ShapeDtypeStruct``\\ s, numbers),
@@ -105,16 +111,17 @@ def load_tree(file: FileOrStr, like: Any = None, *, storage_options: dict[str, A
     :param file: a path, a URL or an open seekable binary file (left open).
     :param like: the structure, dtypes and shardings wanted.
     :param storage_options: options for the storage backend of a URL.
+    :param progress: how to show the bytes read (see :mod:`objio.progress`).
     :raises MissingVariablesError: ``like`` has leaves the file lacks; the message lists the file's unused names.
     :raises ShapeMismatchError: a stored shape differs from the leaf's.
     :raises DtypeMismatchError: a stored dtype cannot be cast to the leaf's.
     """
     if like is None:
-        return _load_nested(file, storage_options)
+        return _load_nested(file, storage_options, progress)
     where = describe(file)
     flat, treedef = tree_util.tree_flatten_with_path(like)
     wanted = {i: leaf_name(path) for i, (path, leaf) in enumerate(flat) if _is_stored(leaf) or _is_spec(leaf)}
-    with open_arrays(file, storage_options) as reader:
+    with open_arrays(file, storage_options, progress=progress, action="loaded") as reader:
         index_of = {name: i for i, name in enumerate(reader.names)}
         missing = [name for name in wanted.values() if name not in index_of]
         if missing:
@@ -166,8 +173,8 @@ def _parse_segment(segment: str) -> str | int:
     return segment.replace("~1", "/").replace("~0", "~")
 
 
-def _load_nested(file: FileOrStr, storage_options: dict[str, Any] | None) -> Any:
-    with open_arrays(file, storage_options) as reader:
+def _load_nested(file: FileOrStr, storage_options: dict[str, Any] | None, progress: Progress) -> Any:
+    with open_arrays(file, storage_options, progress=progress, action="loaded") as reader:
         arrays = {name: reader.read(i) for i, name in enumerate(reader.names)}
     if list(arrays) == [""]:  # the whole tree was one array
         return arrays[""]

@@ -16,6 +16,7 @@ import numpy as np
 
 from objio.codec import NpzReader
 from objio.io._files import FileOrStr, describe, open_for_read
+from objio.progress import Progress
 
 __all__ = ["ArrayReader", "check_metadata", "open_arrays"]
 
@@ -33,12 +34,23 @@ class ArrayReader(Protocol):
 
 
 @contextlib.contextmanager
-def open_arrays(file: FileOrStr, storage_options: dict[str, Any] | None = None) -> Iterator[ArrayReader]:
-    """Yield a reader over ``file`` (a path, URL or open seekable binary file), npz or safetensors."""
+def open_arrays(
+    file: FileOrStr,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    progress: Progress = False,
+    action: str | None = None,
+) -> Iterator[ArrayReader]:
+    """Yield a reader over ``file`` (a path, URL or open seekable binary file), npz or safetensors.
+
+    :param progress: how to show the bytes read (see :mod:`objio.progress`); a memory-mapped
+        safetensors file reads outside the stream, so it shows none.
+    :param action: what the INFO log line says on success (``"loaded"``); ``None`` logs nothing.
+    """
     from objio.io import safetensors_io  # its package is optional: imported only when a file needs it
 
     where = describe(file)
-    with open_for_read(file, storage_options) as stream:
+    with open_for_read(file, storage_options, progress=progress, action=action) as stream:
         if safetensors_io.looks_like_safetensors(stream):
             with safetensors_io.SafetensorsReader(stream, where, local_path=_local_path(file)) as st:
                 yield st

@@ -7,6 +7,7 @@ from typing import Any
 from objio.codec import write_npz
 from objio.io._arrays import open_arrays
 from objio.io._files import FileOrStr, describe, open_for_write
+from objio.progress import Progress
 
 __all__ = ["convert"]
 
@@ -19,6 +20,7 @@ def convert(
     overwrite: bool = False,
     src_options: dict[str, Any] | None = None,
     dst_options: dict[str, Any] | None = None,
+    progress: Progress = None,
 ) -> None:
     """Write every array of ``src`` (npz or safetensors, told by content) to ``dst``, names and dtypes kept.
 
@@ -32,13 +34,14 @@ def convert(
     >>> objio.load_tree('memory://doc/conv.safetensors')
     {'w': array([1., 1.], dtype=float32)}
 
+    :param progress: how to show the bytes read (see :mod:`objio.progress`).
     :param overwrite: replace ``dst`` if it exists; by default the write is create-only.
     :raises ObjectExistsError: ``dst`` exists and ``overwrite`` is false (it is left untouched).
     """
     chosen = format or ("safetensors" if str(describe(dst)).endswith(".safetensors") else "npz")
     if chosen not in ("npz", "safetensors"):
         raise ValueError(f"format must be 'npz' or 'safetensors', got {chosen!r}")
-    with open_arrays(src, src_options) as reader:
+    with open_arrays(src, src_options, progress=progress, action="converted") as reader:
         names = list(reader.names)
         values = (reader.read(i) for i in range(len(names)))
         metadata = reader.user_metadata

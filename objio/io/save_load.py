@@ -17,6 +17,7 @@ from objio.errors import DtypeMismatchError, MissingVariablesError, ShapeMismatc
 from objio.io._arrays import check_metadata, open_arrays
 from objio.io._duck import names_by_target, unique_targets
 from objio.io._files import FileOrStr, describe, open_for_write
+from objio.progress import Progress
 
 __all__ = ["load_var_collection", "read_metadata", "save_var_collection"]
 
@@ -27,6 +28,7 @@ def save_var_collection(
     *,
     metadata: dict[str, Any] | None = None,
     storage_options: dict[str, Any] | None = None,
+    progress: Progress = None,
 ) -> None:
     """Save every variable of ``vc`` to ``file`` in npz format (readable by ``np.load`` and Objax).
 
@@ -40,12 +42,15 @@ def save_var_collection(
         never a part; missing folders are created.
     :param metadata: a JSON-serialisable dict stored in the file; :func:`read_metadata` reads it back.
     :param storage_options: options for the storage backend of a URL (endpoint, credentials ...).
+    :param progress: ``None`` (a bar when slow and on a terminal), ``True``, ``False`` or
+        ``callable(bytes_done, bytes_total, name)``: see :mod:`objio.progress`.
     :raises TypeError: ``metadata`` is not a JSON-serialisable dict (raised before anything is written).
     """
     metadata = check_metadata(metadata)
     stored = unique_targets(vc)
     names = [name for name, _ in stored]
-    with open_for_write(file, storage_options) as stream:
+    total = sum(int(getattr(var.value, "nbytes", 0)) for _, var in stored)
+    with open_for_write(file, storage_options, progress=progress, total=total, action="saved") as stream:
         write_npz(stream, names, (var.value for _, var in stored), where=describe(file), metadata=metadata)
 
 
@@ -69,6 +74,7 @@ def load_var_collection(
     renamer: Callable[[str], str] | None = None,
     *,
     storage_options: dict[str, Any] | None = None,
+    progress: Progress = None,
 ) -> None:
     """Load the values of every variable of ``vc`` (objio's or Objax's collection) from ``file``.
 
@@ -83,6 +89,7 @@ def load_var_collection(
     :param file: a path, a URL or an open seekable binary file (left open).
     :param renamer: maps each name in the file to the name it has in ``vc``.
     :param storage_options: options for the storage backend of a URL.
+    :param progress: how to show the bytes read (see :mod:`objio.progress`).
     :raises MissingVariablesError: (a ValueError) ``vc`` has variables the file lacks; the message
         lists them and the file's unused names.
     :raises ShapeMismatchError: (a ValueError and an AssertionError) a stored shape differs.
@@ -91,7 +98,7 @@ def load_var_collection(
     """
     where = describe(file)
     rename = renamer or (lambda name: name)
-    with open_arrays(file, storage_options) as reader:
+    with open_arrays(file, storage_options, progress=progress, action="loaded") as reader:
         index_of = {rename(name): i for i, name in enumerate(reader.names)}
         plan: list[tuple[Any, str, int]] = []
         missing: list[str] = []
