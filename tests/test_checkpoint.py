@@ -54,12 +54,34 @@ def test_wide_indices_beyond_the_format_width_still_order_numerically(tmp_path: 
     assert ckpt.indices() == [99, 9_999_999_999, 10_000_000_000]
 
 
-def test_retention_never_deletes_the_checkpoint_just_written(tmp_path: Path) -> None:
+def test_retention_deletes_only_checkpoints_older_than_the_one_just_written(tmp_path: Path) -> None:
     ckpt = Checkpoint(tmp_path, keep_ckpts=2)
-    for idx in (10, 20):
+    for idx in (3, 10, 20):
         ckpt.save(_vc(idx), idx)
-    ckpt.save(_vc(5), 5)  # an older index, written last: kept, and the oldest other one goes
-    assert ckpt.indices() == [5, 20]
+    assert ckpt.indices() == [10, 20]
+    ckpt.save(_vc(5), 5)  # an older index, written last: kept, and nothing newer than it goes
+    assert ckpt.indices() == [5, 10, 20]
+    ckpt.save(_vc(30), 30)  # the next save in order catches up
+    assert ckpt.indices() == [20, 30]
+
+
+def test_a_zombie_job_writing_an_old_index_never_deletes_the_newer_checkpoint(tmp_path: Path) -> None:
+    # issue 8: the new job saved 101, then the zombie saved 100 and its retention deleted 101.
+    new_job, zombie = Checkpoint(tmp_path, keep_ckpts=1), Checkpoint(tmp_path, keep_ckpts=1)
+    new_job.save(_vc(101), 101)
+    zombie.save(_vc(100), 100)
+    assert new_job.indices() == [100, 101]
+    vc = _vc()
+    assert new_job.restore(vc)[0] == 101 and float(vc["w"].value[0]) == 101.0
+    new_job.save(_vc(102), 102)
+    assert new_job.indices() == [102]
+
+
+def test_keep_period_keeps_every_multiple_forever(tmp_path: Path) -> None:
+    ckpt = Checkpoint(tmp_path, keep_ckpts=2, keep_period=5)
+    for idx in range(1, 13):
+        ckpt.save(_vc(idx), idx)
+    assert ckpt.indices() == [5, 10, 11, 12]
 
 
 def test_files_that_are_not_checkpoints_are_never_restored_or_deleted(tmp_path: Path) -> None:
@@ -103,14 +125,65 @@ def test_second_writer_for_an_index_fails_loudly_unless_overwrite(tmp_path: Path
     assert float(vc["w"].value[0]) == 2.0
 
 
-def test_keep_ckpts_is_validated_and_none_keeps_all(tmp_path: Path) -> None:
-    for bad in (0, -1, 2.5, True):
-        with pytest.raises(ValueError, match="keep_ckpts"):
-            Checkpoint(tmp_path, keep_ckpts=bad)  # type: ignore[arg-type]
-    ckpt = Checkpoint(tmp_path, keep_ckpts=None)
+@pytest.mark.parametrize("keep", [None, 0])
+def test_keep_ckpts_none_or_zero_keeps_all_as_in_objax(tmp_path: Path, keep: int | None) -> None:
+    ckpt = Checkpoint(tmp_path, keep_ckpts=keep)
     for idx in range(1, 6):
         ckpt.save(_vc(), idx)
     assert ckpt.indices() == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [("keep_ckpts", -1), ("keep_ckpts", 2.5), ("keep_ckpts", True), ("keep_ckpts", "3"), ("keep_period", 0)],
+)
+def test_retention_counts_are_validated(tmp_path: Path, name: str, bad: object) -> None:
+    kwargs: dict[str, Any] = {"keep_ckpts": 3, name: bad}
+    with pytest.raises(ValueError, match=rf"{name} must be an int >= \d or None, got {bad!r}"):
+        Checkpoint(tmp_path / "run", **kwargs)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_numpy_integer_is_a_valid_count(tmp_path: Path) -> None:
+    ckpt = Checkpoint(tmp_path, keep_ckpts=np.int64(1))  # type: ignore[arg-type]
+    assert ckpt.keep_ckpts == 1 and type(ckpt.keep_ckpts) is int
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "message"),
+    [
+        (2.5, TypeError, "must be an int .*got float 2.5"),
+        (np.float32(3.7), TypeError, "must be an int .*got float32"),
+        (3.0, TypeError, "must be an int .*got float 3.0"),
+        (-1, ValueError, "must be >= 0, got -1"),
+        (np.int64(-5), ValueError, "must be >= 0, got -5"),
+        (True, TypeError, "must be an int, got the bool True"),
+        (np.bool_(False), TypeError, "must be an int, got the bool np.False_"),
+        ("3", TypeError, "must be an int .*got str '3'"),
+        (None, TypeError, "must be an int .*got NoneType None"),
+    ],
+)
+def test_a_bad_index_is_refused_before_anything_is_written(
+    tmp_path: Path, bad: object, error: type[Exception], message: str
+) -> None:
+    ckpt = Checkpoint(tmp_path, keep_ckpts=1)
+    ckpt.save(_vc(1.0), 1)
+    with pytest.raises(error, match=f"checkpoint index {message}"):
+        ckpt.save(_vc(2.0), bad)  # type: ignore[arg-type]
+    assert _files(tmp_path / "ckpt") == ["0000000001.npz"]  # nothing written, nothing deleted
+    if bad is not None:  # restore(vc, None) is the latest
+        with pytest.raises(error, match=f"checkpoint index {message}"):
+            ckpt.restore(_vc(), bad)  # type: ignore[arg-type]
+    with pytest.raises(error, match=f"checkpoint index {message}"):
+        ckpt.path(bad)  # type: ignore[arg-type]
+
+
+def test_numpy_and_jax_integers_are_valid_indices(tmp_path: Path) -> None:
+    ckpt = Checkpoint(tmp_path, keep_ckpts=None)
+    ckpt.save(_vc(3.0), np.int64(3))  # type: ignore[arg-type]
+    ckpt.save(_vc(4.0), jnp.asarray(4, jnp.int32))  # type: ignore[arg-type]
+    assert _files(tmp_path / "ckpt") == ["0000000003.npz", "0000000004.npz"]
+    assert ckpt.restore(_vc(), np.uint8(3)) == (3, f"{tmp_path}/ckpt/0000000003.npz")  # type: ignore[arg-type]
 
 
 def test_save_and_restore_refuse_other_types(tmp_path: Path) -> None:
