@@ -133,12 +133,15 @@ class SafetensorsReader:
         if self._opened is None:
             return self._tensors[name]
         handle = self._opened
-        code = handle.get_slice(name).get_dtype()
-        if code in _NUMPY_NATIVE:
+        if handle.get_slice(name).get_dtype() in _NUMPY_NATIVE:
             return np.asarray(handle.get_tensor(name))
-        # safetensors' numpy binding lacks float8: read through the flax binding, which has it.
-        with _package().safe_open(self._local_path, framework="flax") as flax_handle:
-            return np.asarray(flax_handle.get_tensor(name))
+        # safetensors' numpy binding has no float8: parse the whole file once through deserialize.
+        if not self._tensors:
+            with open(self._local_path, "rb") as f:  # type: ignore[arg-type]
+                data = f.read()
+            for other, spec in _package().deserialize(data):
+                self._tensors[other] = self._array(other, spec["dtype"], spec["shape"], spec["data"])
+        return self._tensors[name]
 
     def close(self) -> None:
         if self._opened is not None:
