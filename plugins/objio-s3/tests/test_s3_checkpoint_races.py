@@ -1,0 +1,53 @@
+"""Racing jobs on one checkpoint folder in a bucket (moto_server), as separate processes (issue 8).
+
+The scenarios of tests/test_checkpoint_races.py, on ``s3://``: two processes save one index at once
+(create-only: exactly one wins), save neighbouring indices with ``keep_ckpts=1`` (the newest always
+survives), and one restores while another saves with ``keep_ckpts=2`` (no restore fails; on S3 a
+checkpoint deleted mid-read must surface as ObjectNotFoundError, never as a corrupt file). The worker
+processes inherit the fixture's environment, so they talk to the same moto_server on 127.0.0.1.
+``OBJIO_LONG_FAULTS=1`` runs many more rounds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+LONG = os.environ.get("OBJIO_LONG_FAULTS") == "1"
+ROUNDS = 60 if LONG else 6
+SAVES = 150 if LONG else 20
+
+
+def _races() -> ModuleType:
+    path = Path(__file__).resolve().parents[3] / "tests" / "checkpoint_race_worker.py"
+    spec = importlib.util.spec_from_file_location("checkpoint_race_worker", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+races = _races()
+
+
+def test_two_processes_saving_one_index_have_exactly_one_winner(bucket: str, tmp_path: Path) -> None:
+    stats = races.race_on_one_index(f"s3://{bucket}/run", ROUNDS, tmp_path)
+    assert stats["wins_0"] + stats["wins_1"] == ROUNDS
+    print(stats)
+
+
+@pytest.mark.parametrize("zombie", [False, True], ids=["side-by-side", "zombie"])
+def test_two_processes_saving_neighbouring_indices_always_leave_the_newest(
+    bucket: str, tmp_path: Path, zombie: bool
+) -> None:
+    print(races.race_on_neighbouring_indices(f"s3://{bucket}/run", ROUNDS, tmp_path, zombie=zombie))
+
+
+def test_restore_racing_retention_never_fails(bucket: str, tmp_path: Path) -> None:
+    stats = races.restore_racing_retention(f"s3://{bucket}/run", SAVES, tmp_path)
+    assert stats["restores"] > 0
+    print(stats)
