@@ -468,6 +468,21 @@ def test_a_logdir_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
         Checkpoint(tmp_path / "run2", keep_ckpts=1).restore(_vc())
 
 
+def test_a_listing_that_fails_because_the_logdir_is_a_file_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A backend may refuse to list below a file (the local one does): the error still names the cause.
+    (tmp_path / "run").write_bytes(b"not a folder")
+    ckpt = Checkpoint(tmp_path / "run", keep_ckpts=1)
+
+    def not_a_folder(prefix: str = "") -> list[str]:
+        raise objio.StorageError(f"storage failed on {tmp_path}/run/{prefix}: [Errno 20] Not a directory")
+
+    monkeypatch.setattr(ckpt._storage, "list", not_a_folder)
+    with pytest.raises(objio.StorageError, match=r"run is a file, not a folder"):
+        ckpt.restore(_vc())
+
+
 def test_the_log_says_what_was_saved_restored_and_deleted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     ckpt = Checkpoint(tmp_path, keep_ckpts=1)
     with caplog.at_level(logging.INFO, logger="objio"):

@@ -15,7 +15,15 @@ from typing import Any, BinaryIO, ClassVar, TypeVar, cast
 
 from objio import errors
 from objio._host import open_storage
-from objio.errors import CorruptFileError, NoCheckpointWarning, ObjectNotFoundError, ObjioError, StorageError
+from objio.errors import (
+    CorruptFileError,
+    NoCheckpointWarning,
+    ObjectNotFoundError,
+    ObjioError,
+    StorageError,
+    StoragePermissionError,
+    StorageUnavailableError,
+)
 from objio.io._arrays import check_metadata
 from objio.io._duck import is_var_collection
 from objio.io._files import FileOrStr, NamedStream, split_url, tracked
@@ -350,7 +358,7 @@ class Checkpoint:
             return idx, self._read_one(idx, read)
         tried: list[int] = []
         while True:
-            untried = [i for i in self.indices() if i not in tried]
+            untried = [i for i in self._listed() if i not in tried]
             if not untried:
                 if tried:
                     folder = join_url(self.logdir, self.DIR_NAME)
@@ -369,6 +377,16 @@ class Checkpoint:
                 logger.warning(
                     "Checkpoint %s disappeared while it was read (%s); trying the next newest", self.path(newest), e
                 )
+
+    def _listed(self) -> list[int]:
+        """:meth:`indices`, where a listing that fails because ``logdir`` is a file says so plainly."""
+        try:
+            return self.indices()
+        except (StoragePermissionError, StorageUnavailableError):
+            raise
+        except StorageError:
+            self._check_is_folder()
+            raise
 
     def _read_one(self, idx: int, read: Callable[[BinaryIO], T]) -> T:
         path = self.path(idx)
