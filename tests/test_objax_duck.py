@@ -130,6 +130,14 @@ def test_objio_var_collection_wraps_a_foreign_collection(tmp_path: Path) -> None
         objio.VarCollection({"x": np.zeros(2)})
 
 
+def test_a_dict_of_arrays_points_to_the_tree_functions(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"got dict whose values are not all variables.*objio\.save_tree"):
+        objio.io.save_var_collection(tmp_path / "w.npz", {"w": jnp.ones(3)})
+    objio.save_tree(tmp_path / "w.npz", {"w": jnp.ones(3)})
+    with pytest.raises(TypeError, match=r"objio\.load_tree"):
+        objio.io.load_var_collection(tmp_path / "w.npz", {"w": jnp.zeros(3)})
+
+
 def test_duck_typing_tells_variables_from_arrays_and_collections_from_pytrees() -> None:
     vc, w, _ = momentum_model()
     assert is_variable(w) and is_variable(objio.TrainVar(jnp.zeros(1))) and is_variable(ForeignRef(w))

@@ -15,7 +15,7 @@ import numpy as np
 from objio.codec import write_npz
 from objio.errors import DtypeMismatchError, MissingVariablesError, ShapeMismatchError
 from objio.io._arrays import check_metadata, open_arrays
-from objio.io._duck import names_by_target, unique_targets
+from objio.io._duck import is_var_collection, names_by_target, unique_targets
 from objio.io._files import FileOrStr, describe, open_for_write
 from objio.progress import Progress
 
@@ -47,6 +47,7 @@ def save_var_collection(
     :raises TypeError: ``metadata`` is not a JSON-serialisable dict (raised before anything is written).
     """
     metadata = check_metadata(metadata)
+    _require_collection(vc, file, "save_tree")
     stored = unique_targets(vc)
     names = [name for name, _ in stored]
     total = sum(int(getattr(var.value, "nbytes", 0)) for _, var in stored)
@@ -97,6 +98,7 @@ def load_var_collection(
     :raises CorruptFileError: the file is not a valid checkpoint.
     """
     where = describe(file)
+    _require_collection(vc, file, "load_tree")
     rename = renamer or (lambda name: name)
     with open_arrays(file, storage_options, progress=progress, action="loaded") as reader:
         index_of = {rename(name): i for i, name in enumerate(reader.names)}
@@ -116,6 +118,16 @@ def load_var_collection(
 
     for var, value in values:
         var.assign(to_device(value, var.value), check=False)
+
+
+def _require_collection(vc: object, file: FileOrStr, tree_function: str) -> None:
+    """:raises TypeError: ``vc`` is not a collection of variables (a dict of arrays is a pytree)."""
+    if not is_var_collection(vc):
+        raise TypeError(
+            f"expected a VarCollection (objio's or Objax's) for {describe(file)}, got {type(vc).__name__} whose "
+            f"values are not all variables; for a pytree of arrays (a dict of jax arrays, Flax or Equinox state) "
+            f"use objio.{tree_function}"
+        )
 
 
 def raise_missing(missing: list[str], unused: list[str], where: str) -> None:
