@@ -185,3 +185,25 @@ def test_equinox_module(tmp_path: Path) -> None:
     restored = objio.load_tree(tmp_path / "eqx.npz", like=other)
     assert restored.activation is other.activation  # not an array: kept from like
     np.testing.assert_array_equal(restored(jnp.ones(3)), model(jnp.ones(3)))
+
+
+def test_flax_nnx_state(tmp_path: Path) -> None:
+    nnx = pytest.importorskip("flax.nnx")
+    model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+    objio.save_tree(tmp_path / "nnx.npz", nnx.state(model))
+
+    other = nnx.Linear(2, 3, rngs=nnx.Rngs(1))
+    nnx.update(other, objio.load_tree(tmp_path / "nnx.npz", like=nnx.state(other)))
+    np.testing.assert_array_equal(other(jnp.ones(2)), model(jnp.ones(2)))
+
+
+def test_progress_callback_sees_every_byte(tmp_path: Path) -> None:
+    calls: list[tuple[int, int, str]] = []
+    tree = {"w": jnp.ones((256, 256)), "b": jnp.ones(256)}
+    objio.save_tree(tmp_path / "t.npz", tree, progress=lambda done, total, name: calls.append((done, total, name)))
+    assert calls and calls[-1][0] == (tmp_path / "t.npz").stat().st_size
+    assert calls[-1][1] == (256 * 256 + 256) * 4  # the arrays' bytes: what the caller knows in advance
+
+    calls.clear()
+    objio.load_tree(tmp_path / "t.npz", like=tree, progress=lambda done, total, name: calls.append((done, total, name)))
+    assert calls and calls[-1][1] == (tmp_path / "t.npz").stat().st_size and calls[-1][0] > (256 * 256) * 4
