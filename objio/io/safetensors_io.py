@@ -113,7 +113,8 @@ class SafetensorsReader:
                 path=self.where,
                 member=name,
             )
-        return np.frombuffer(data, dtype=dtype).reshape(shape).copy()  # writable, owns its memory
+        array = np.frombuffer(data, dtype=dtype).reshape(shape)  # a view of deserialize's buffer: no copy
+        return array if array.flags.writeable else array.copy()
 
     @property
     def user_metadata(self) -> dict[str, Any] | None:
