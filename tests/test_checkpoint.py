@@ -266,6 +266,46 @@ def test_metadata_is_stored_and_read_back(tmp_path: Path) -> None:
         Checkpoint(tmp_path / "empty", keep_ckpts=1).metadata()
 
 
+class _CountingReader:
+    """A reader that counts the bytes read through it."""
+
+    def __init__(self, stream: Any, counts: list[int]) -> None:
+        self._stream, self._counts = stream, counts
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._counts.append(len(data))
+        return bytes(data)
+
+    def readinto(self, buffer: Any) -> int:
+        n = int(self._stream.readinto(buffer) or 0)
+        self._counts.append(n)
+        return n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def __enter__(self) -> _CountingReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stream.close()
+
+
+def test_metadata_reads_the_index_not_the_arrays(monkeypatch: pytest.MonkeyPatch) -> None:
+    ckpt = Checkpoint("memory://ckpt-metadata-bytes", keep_ckpts=None)
+    big = VarCollection({f"w{i}": TrainVar(jnp.ones((1 << 18,), jnp.float32)) for i in range(4)})  # 4 MiB
+    ckpt.save(big, 1, metadata={"step": 1})
+    counts: list[int] = []
+    original = ckpt._storage.open_reader
+    monkeypatch.setattr(ckpt._storage, "open_reader", lambda key: _CountingReader(original(key), counts))
+    assert ckpt.metadata(1) == {"step": 1}
+    assert 0 < sum(counts) < 64 << 10
+    counts.clear()
+    ckpt.restore(big)  # the same counter sees a full read: it can tell the difference
+    assert sum(counts) >= 4 << 20
+
+
 @pytest.mark.parametrize("metadata", [{"when": object()}, {"loss": np.float32(0.5)}, ["step", 1]])
 def test_metadata_that_is_not_json_is_refused_before_anything_is_written(tmp_path: Path, metadata: Any) -> None:
     ckpt = Checkpoint(tmp_path, keep_ckpts=1)
