@@ -533,7 +533,7 @@ def test_the_log_says_what_was_saved_restored_and_deleted(tmp_path: Path, caplog
     size = r"\d+(\.\d)? (B|KiB)"
     assert re.fullmatch(rf"saved {tmp_path}/ckpt/0000000001.npz: {size} in \d+\.\d\d s.*", lines[0])
     assert re.fullmatch(rf"saved {tmp_path}/ckpt/0000000002.npz: {size} in \d+\.\d\d s.*", lines[1])
-    assert re.fullmatch(rf"deleted by retention {tmp_path}/ckpt/0000000001.npz: {size}", lines[2])
+    assert re.fullmatch(rf"deleted by retention {tmp_path}/ckpt/0000000001.npz: {size} in \d+\.\d\d s", lines[2])
     assert re.fullmatch(rf"loaded {tmp_path}/ckpt/0000000002.npz: {size} in \d+\.\d\d s.*", lines[3])
     assert len(lines) == 4
 

@@ -9,6 +9,7 @@ import logging
 import operator
 import os
 import re
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any, BinaryIO, ClassVar, TypeVar, cast
@@ -258,10 +259,12 @@ class Checkpoint:
                 size = self._storage.size(key)
             except ObjectNotFoundError:  # another job's retention got there first
                 continue
+            start = time.perf_counter()
             self._storage.delete(key)
             self._scores.pop(idx, None)
             if self.verbose:
-                logger.info("deleted by retention %s: %s", self.path(idx), format_size(size))
+                seconds = time.perf_counter() - start
+                logger.info("deleted by retention %s: %s in %.2f s", self.path(idx), format_size(size), seconds)
 
     def restore(self, vc: VarCollection, idx: int | None = None) -> tuple[int, str]:
         """Load checkpoint ``idx`` (the latest when ``None``) into the collection ``vc``.
