@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import doctest
+import io
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import zipfile
@@ -14,6 +19,7 @@ import numpy as np
 import pytest
 
 import objio
+from objio.cli import main
 
 OBJIO = Path(sys.executable).with_name("objio")
 
@@ -261,3 +267,50 @@ def test_plugins_lists_backends_and_their_schemes() -> None:
     assert by_name["objio.local"]["distribution"] == "built in"
     assert by_name["objio.memory"]["schemes"] == "memory://"
     assert data["failures"] == []
+
+
+DOCS_CLI = Path(__file__).resolve().parents[1] / "docs" / "cli.rst"
+
+
+def _console_examples(text: str) -> list[tuple[str, str]]:
+    """``(command, expected output)`` of every ``$ objio ...`` line in the page's console blocks."""
+    examples: list[tuple[str, list[str]]] = []
+    in_console = False
+    for line in text.splitlines():
+        if line.startswith(".. code-block:: console"):
+            in_console = True
+        elif line and not line.startswith(" "):
+            in_console = False
+        elif in_console and line.startswith("   $ objio "):
+            examples.append((line[len("   $ ") :], []))
+        elif in_console and examples and line.startswith("   "):
+            examples[-1][1].append(line[3:])
+    return [(command, "\n".join(expected) + "\n") for command, expected in examples]
+
+
+def _loosely(command: str, shown: str) -> str:
+    """The page's output with what varies from run to run (times, sizes, other installed plugins) as ``...``."""
+    expected = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "...", shown)
+    expected = re.sub(r"(?<=[ :])\d+(\.\d)? (B|KiB)\b", "...", expected)
+    if command.split()[1] == "plugins":  # the built-in backends are always there; others depend on the install
+        expected = "\n".join(expected.splitlines()[:4]) + "\n...\n"
+    return expected
+
+
+def test_every_example_of_the_cli_page_runs_as_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("safetensors")
+    monkeypatch.chdir(tmp_path)
+    setup = doctest.testfile(str(DOCS_CLI), module_relative=False, optionflags=doctest.ELLIPSIS)
+    assert setup.failed == 0
+    examples = _console_examples(DOCS_CLI.read_text(encoding="utf-8"))
+    assert {command.split()[1] for command, _ in examples} >= {"ls", "inspect", "verify", "cp", "diff", "gc", "plugins"}
+    checker = doctest.OutputChecker()
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    for command, shown in examples:
+        expected = _loosely(command, shown)
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = main(shlex.split(command)[1:])
+        got = out.getvalue() + err.getvalue()
+        assert checker.check_output(expected, got, flags), f"{command}\nexpected:\n{expected}\ngot:\n{got}"
+        assert status == (1 if expected.startswith("objio: error") or "differ," in expected else 0), command

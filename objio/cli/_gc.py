@@ -72,10 +72,10 @@ def run(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    if not callable(cleanup):
-        print(f"leftovers: not supported by this backend ({type(storage).__name__} has no cleanup)")
-    elif args.dry_run:
+    if args.dry_run:
         print("leftovers: not touched (--dry-run)")
+    elif not callable(cleanup):
+        print(f"leftovers: not supported by this backend ({type(storage).__name__} has no cleanup)")
     else:
         print(f"leftovers: removed {removed} older than {args.older_than:g} s")
     if args.keep is not None:
