@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +105,67 @@ def test_a_missing_bucket_object_is_one_line_and_exit_1(bucket: str) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith("objio: error: ") and "nothing.npz" in result.stderr
+
+
+# -- the README's walkthrough, replayed as written ----------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[3]
+
+# The README's Python runs with Objax 1.8, in the Objax venv the interop tests use; objio (this checkout,
+# with the S3 plugin) is put on its path, after the venv's own packages so Objax keeps its jax and numpy.
+_OBJAX_PRELUDE = f"""
+import site, sys
+site.addsitedir({sysconfig.get_paths()["purelib"]!r})
+sys.path[:0] = [{str(REPO)!r}, {str(REPO / "plugins" / "objio-s3")!r}]
+"""
+
+
+def _objax_python() -> str:
+    configured = os.environ.get("OBJIO_OBJAX_PYTHON")
+    candidate = Path(configured) if configured else REPO / ".objax-venv" / "bin" / "python"
+    if not candidate.exists():
+        pytest.skip("no Objax 1.8 environment: set OBJIO_OBJAX_PYTHON (tests/test_objax_interop.py builds one)")
+    return str(candidate)
+
+
+def _walkthrough() -> list[tuple[str, str]]:
+    """``(language, code)`` of each fenced block between the README's walkthrough markers."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("<!-- walkthrough", 1)[1].split("<!-- /walkthrough -->", 1)[0]
+    return [(lang, code) for lang, code in re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S)]
+
+
+def test_readme_walkthrough_runs_as_written(bucket: str, tmp_path: Path) -> None:
+    objax_python = _objax_python()
+    blocks = [(lang, code.replace("my-bucket", bucket)) for lang, code in _walkthrough()]
+    assert [lang for lang, _ in blocks] == ["python", "bash", "python"]
+    (_, save), (_, shell), (_, load) = blocks
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+
+    def python(code: str) -> str:
+        child = subprocess.run(
+            [objax_python, "-c", _OBJAX_PRELUDE + code], cwd=tmp_path, env=env, capture_output=True, text=True,
+            timeout=300,
+        )  # fmt: skip
+        assert child.returncode == 0, child.stdout + child.stderr
+        return child.stdout
+
+    python(save)
+    outputs = []
+    for line in shell.strip().splitlines():
+        assert line.startswith("objio ")
+        result = subprocess.run(
+            [str(OBJIO), *shlex.split(line)[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
+        outputs.append(result)
+    listed, inspected, verified, copied = outputs
+    assert listed.stdout.splitlines()[2].split()[0] == "1" and listed.stdout.rstrip().endswith("val_loss")
+    assert 'metadata: {"val_loss": 0.42}' in inspected.stdout
+    assert " ok " in verified.stdout.splitlines()[1]
+    assert "copying" in copied.stderr and (tmp_path / "model.npz").is_file()
+
+    # The load block continues the same session: it needs the model and optimizer, not a second save.
+    definitions = "\n".join(line for line in save.splitlines() if "ckpt.save(" not in line)
+    printed = python(definitions + "\n" + load)
+    assert printed.strip() == "(2, 8) {'val_loss': 0.42}"
