@@ -1,11 +1,13 @@
 """A process that saves and restores checkpoints on command, for the racing-jobs tests.
 
-Run as a script (``python checkpoint_race_worker.py LOGDIR KEEP_CKPTS``), it prints ``ready`` and
+Run as a script (``python checkpoint_race_worker.py``), it prints ``ready`` and
 then answers one JSON command per line on stdin with one JSON line on stdout. The tests drive two
 of them through :class:`Worker`: writing a command to both workers back to back starts them at the
 same moment, without sleeping, since each is already waiting on its stdin.
 
 Commands:
+
+Every command but ``quit`` also names the folder and its retention: ``"logdir": ..., "keep": 2``.
 
 - ``{"op": "save", "idx": 5, "who": 1}``: save checkpoint 5 (every array holds 5, ``who`` says
   which worker wrote it); answers ``{"ok": true}`` or ``{"error": "ObjectExistsError", ...}``.
@@ -74,10 +76,10 @@ class _Fallbacks:
         logging.getLogger("objio").addHandler(Handler())
 
 
-def _serve(logdir: str, keep: int | None) -> None:
+def _serve() -> None:
     import objio
 
-    ckpt = objio.Checkpoint(logdir, keep_ckpts=keep, verbose=False, progress=False)
+    checkpoints: dict[tuple[str, int | None], Any] = {}
     fallbacks = _Fallbacks()
     warnings.simplefilter("ignore", objio.NoCheckpointWarning)  # a restorer may start before the first save
     print("ready", flush=True)
@@ -86,6 +88,10 @@ def _serve(logdir: str, keep: int | None) -> None:
         op = command["op"]
         if op == "quit":
             return
+        where = (command["logdir"], command["keep"])
+        if where not in checkpoints:
+            checkpoints[where] = objio.Checkpoint(*where, verbose=False, progress=False)
+        ckpt = checkpoints[where]
         if op == "save":
             try:
                 ckpt.save(_collection(command["idx"], command["who"]), command["idx"])
@@ -104,7 +110,7 @@ def _serve(logdir: str, keep: int | None) -> None:
             reply = _restore_until(ckpt, command["idx"], fallbacks)
         else:
             reply = {"error": "UnknownCommand", "message": op}
-        print(json.dumps(reply), flush=True)
+        print(json.dumps(reply | {"seq": command["seq"]}), flush=True)
 
 
 def _restore_until(ckpt: Any, last: int, fallbacks: _Fallbacks) -> dict[str, Any]:
@@ -142,12 +148,17 @@ def _restore_until(ckpt: Any, last: int, fallbacks: _Fallbacks) -> dict[str, Any
 
 
 class Worker:
-    """One worker process, started and waited for; ``send`` a command, then ``reply``."""
+    """One worker process, started and waited for; ``send`` a command, then ``reply``.
 
-    def __init__(self, logdir: str, keep: int | None, log: Path) -> None:
+    A worker serves any number of folders (each command names its ``logdir`` and ``keep``), so the
+    tests start two per module and not two per test: each start imports JAX.
+    """
+
+    def __init__(self, log: Path) -> None:
         self._log = open(log, "wb")
+        self._seq = 0
         self.process = subprocess.Popen(
-            [sys.executable, __file__, logdir, "none" if keep is None else str(keep)],
+            [sys.executable, __file__],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -157,18 +168,26 @@ class Worker:
 
     def send(self, **command: Any) -> None:
         assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(command).encode() + b"\n")
+        self._seq += 1
+        self.process.stdin.write(json.dumps(command | {"seq": self._seq}).encode() + b"\n")
         self.process.stdin.flush()
 
     def reply(self, timeout: float = 600) -> dict[str, Any]:
-        return dict(json.loads(self._line(timeout)))
+        """The answer to the last command (answers to earlier ones, left by a failed test, are skipped)."""
+        while True:
+            answer = dict(json.loads(self._line(timeout)))
+            if answer.pop("seq") == self._seq:
+                return answer
 
     def _line(self, timeout: float) -> str:
         assert self.process.stdout is not None
         ready, _, _ = select.select([self.process.stdout], [], [], timeout)
         if not ready:
             raise TimeoutError(f"worker {self.process.pid} gave no answer within {timeout} s")
-        return self.process.stdout.readline().decode().strip()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {self.process.pid} exited ({self.process.wait()}); see {self._log.name}")
+        return line.decode().strip()
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -188,33 +207,28 @@ class Worker:
             self._log.close()
 
 
-def race_on_one_index(logdir: str, rounds: int, logs: Path) -> dict[str, int]:
+def race_on_one_index(workers: list[Worker], logdir: str, rounds: int) -> dict[str, int]:
     """Two workers save the same index at the same moment, ``rounds`` times: exactly one wins each time,
     the other gets ObjectExistsError, and the checkpoint is the winner's, whole."""
     import objio
 
-    workers = [Worker(logdir, 2, logs / f"worker{who}.log") for who in (0, 1)]
     wins = [0, 0]
-    try:
-        for idx in range(1, rounds + 1):
-            for who, worker in enumerate(workers):
-                worker.send(op="save", idx=idx, who=who)
-            replies = [worker.reply() for worker in workers]
-            winners = [who for who, r in enumerate(replies) if r.get("ok")]
-            assert len(winners) == 1, f"round {idx}: {replies}"
-            loser = replies[1 - winners[0]]
-            assert loser["error"] == "ObjectExistsError", f"round {idx}: {replies}"
-            wins[winners[0]] += 1
-            vc = _collection(-1.0, -1)
-            objio.Checkpoint(logdir, keep_ckpts=2).restore(vc, idx)
-            assert describe_restored(vc) == (float(idx), winners[0]), f"round {idx}"
-    finally:
-        for worker in workers:
-            worker.close()
+    for idx in range(1, rounds + 1):
+        for who, worker in enumerate(workers):
+            worker.send(op="save", logdir=logdir, keep=2, idx=idx, who=who)
+        replies = [worker.reply() for worker in workers]
+        winners = [who for who, r in enumerate(replies) if r.get("ok")]
+        assert len(winners) == 1, f"round {idx}: {replies}"
+        loser = replies[1 - winners[0]]
+        assert loser["error"] == "ObjectExistsError", f"round {idx}: {replies}"
+        wins[winners[0]] += 1
+        vc = _collection(-1.0, -1)
+        objio.Checkpoint(logdir, keep_ckpts=2).restore(vc, idx)
+        assert describe_restored(vc) == (float(idx), winners[0]), f"round {idx}"
     return {"rounds": rounds, "wins_0": wins[0], "wins_1": wins[1]}
 
 
-def race_on_neighbouring_indices(logdir: str, rounds: int, logs: Path, *, zombie: bool) -> dict[str, int]:
+def race_on_neighbouring_indices(workers: list[Worker], logdir: str, rounds: int, *, zombie: bool) -> dict[str, int]:
     """Two workers with ``keep_ckpts=1`` save different indices at the same moment, ``rounds`` times.
 
     Side by side (``zombie=False``) they save 2r and 2r+1, the higher one alternating between them;
@@ -223,40 +237,31 @@ def race_on_neighbouring_indices(logdir: str, rounds: int, logs: Path, *, zombie
     """
     import objio
 
-    workers = [Worker(logdir, 1, logs / f"worker{who}.log") for who in (0, 1)]
     leftovers = 0
-    try:
-        for r in range(1, rounds + 1):
-            pair = (1000 + r, r) if zombie else ((2 * r, 2 * r + 1) if r % 2 else (2 * r + 1, 2 * r))
-            for who, worker in enumerate(workers):
-                worker.send(op="save", idx=pair[who], who=who)
-            replies = [worker.reply() for worker in workers]
-            assert all(reply.get("ok") for reply in replies), f"round {r}: {replies}"
-            ckpt = objio.Checkpoint(logdir, keep_ckpts=1)
-            indices = ckpt.indices()
-            newest = max(pair)
-            assert newest in indices and set(indices) <= set(pair), f"round {r}: {indices}"
-            leftovers += len(indices) - 1
-            vc = _collection(-1.0, -1)
-            assert ckpt.restore(vc)[0] == newest
-            assert describe_restored(vc) == (float(newest), pair.index(newest))
-    finally:
-        for worker in workers:
-            worker.close()
+    ckpt = objio.Checkpoint(logdir, keep_ckpts=1, verbose=False)
+    for r in range(1, rounds + 1):
+        pair = (1000 + r, r) if zombie else ((2 * r, 2 * r + 1) if r % 2 else (2 * r + 1, 2 * r))
+        for who, worker in enumerate(workers):
+            worker.send(op="save", logdir=logdir, keep=1, idx=pair[who], who=who)
+        replies = [worker.reply() for worker in workers]
+        assert all(reply.get("ok") for reply in replies), f"round {r}: {replies}"
+        indices = ckpt.indices()
+        newest = max(pair)
+        assert newest in indices and set(indices) <= set(pair), f"round {r}: {indices}"
+        leftovers += len(indices) - 1
+        vc = _collection(-1.0, -1)
+        assert ckpt.restore(vc)[0] == newest
+        assert describe_restored(vc) == (float(newest), pair.index(newest))
     return {"rounds": rounds, "older_left_until_next_save": leftovers}
 
 
-def restore_racing_retention(logdir: str, saves: int, logs: Path) -> dict[str, int]:
+def restore_racing_retention(workers: list[Worker], logdir: str, saves: int) -> dict[str, int]:
     """One worker saves 1 ... ``saves`` with ``keep_ckpts=2`` while another restores the latest until it
     restores the last one: no restore may fail or come back torn."""
-    saver, restorer = Worker(logdir, 2, logs / "saver.log"), Worker(logdir, 2, logs / "restorer.log")
-    try:
-        restorer.send(op="restore_until", idx=saves)
-        saver.send(op="saves", first=1, last=saves)
-        saved, restored = saver.reply(), restorer.reply()
-    finally:
-        saver.close()
-        restorer.close()
+    saver, restorer = workers
+    restorer.send(op="restore_until", logdir=logdir, keep=2, idx=saves)
+    saver.send(op="saves", logdir=logdir, keep=2, first=1, last=saves)
+    saved, restored = saver.reply(), restorer.reply()
     assert saved["errors"] == []
     assert restored["errors"] == [], restored["errors"][:3]
     assert restored["torn"] == 0 and restored["finished"], restored
@@ -264,4 +269,4 @@ def restore_racing_retention(logdir: str, saves: int, logs: Path) -> dict[str, i
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1], None if sys.argv[2] == "none" else int(sys.argv[2]))
+    _serve()

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -33,19 +35,35 @@ def _races() -> ModuleType:
 races = _races()
 
 
-def test_two_processes_saving_one_index_have_exactly_one_winner(tmp_path: Path) -> None:
-    stats = races.race_on_one_index(str(tmp_path / "run"), ROUNDS, tmp_path)
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Any]]:
+    """Two worker processes for this module's tests (each start imports JAX: start them once)."""
+    logs = tmp_path_factory.mktemp("race-workers")
+    started: list[Any] = []
+    try:
+        for who in (0, 1):
+            started.append(races.Worker(logs / f"worker{who}.log"))
+        yield started
+    finally:
+        for worker in started:
+            worker.close()
+
+
+def test_two_processes_saving_one_index_have_exactly_one_winner(workers: list[Any], tmp_path: Path) -> None:
+    stats = races.race_on_one_index(workers, str(tmp_path / "run"), ROUNDS)
     assert stats["wins_0"] + stats["wins_1"] == ROUNDS
     print(stats)
 
 
 @pytest.mark.parametrize("zombie", [False, True], ids=["side-by-side", "zombie"])
-def test_two_processes_saving_neighbouring_indices_always_leave_the_newest(tmp_path: Path, zombie: bool) -> None:
-    stats = races.race_on_neighbouring_indices(str(tmp_path / "run"), ROUNDS, tmp_path, zombie=zombie)
+def test_two_processes_saving_neighbouring_indices_always_leave_the_newest(
+    workers: list[Any], tmp_path: Path, zombie: bool
+) -> None:
+    stats = races.race_on_neighbouring_indices(workers, str(tmp_path / "run"), ROUNDS, zombie=zombie)
     print(stats)
 
 
-def test_restore_racing_retention_never_fails(tmp_path: Path) -> None:
-    stats = races.restore_racing_retention(str(tmp_path / "run"), SAVES, tmp_path)
+def test_restore_racing_retention_never_fails(workers: list[Any], tmp_path: Path) -> None:
+    stats = races.restore_racing_retention(workers, str(tmp_path / "run"), SAVES)
     assert stats["restores"] > 0
     print(stats)

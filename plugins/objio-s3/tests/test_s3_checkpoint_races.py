@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -34,20 +36,34 @@ def _races() -> ModuleType:
 races = _races()
 
 
-def test_two_processes_saving_one_index_have_exactly_one_winner(bucket: str, tmp_path: Path) -> None:
-    stats = races.race_on_one_index(f"s3://{bucket}/run", ROUNDS, tmp_path)
+@pytest.fixture(scope="module")
+def workers(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Any]]:
+    """Two worker processes for this module's tests (each start imports JAX: start them once)."""
+    logs = tmp_path_factory.mktemp("race-workers")
+    started: list[Any] = []
+    try:
+        for who in (0, 1):
+            started.append(races.Worker(logs / f"worker{who}.log"))
+        yield started
+    finally:
+        for worker in started:
+            worker.close()
+
+
+def test_two_processes_saving_one_index_have_exactly_one_winner(workers: list[Any], bucket: str) -> None:
+    stats = races.race_on_one_index(workers, f"s3://{bucket}/run", ROUNDS)
     assert stats["wins_0"] + stats["wins_1"] == ROUNDS
     print(stats)
 
 
 @pytest.mark.parametrize("zombie", [False, True], ids=["side-by-side", "zombie"])
 def test_two_processes_saving_neighbouring_indices_always_leave_the_newest(
-    bucket: str, tmp_path: Path, zombie: bool
+    workers: list[Any], bucket: str, zombie: bool
 ) -> None:
-    print(races.race_on_neighbouring_indices(f"s3://{bucket}/run", ROUNDS, tmp_path, zombie=zombie))
+    print(races.race_on_neighbouring_indices(workers, f"s3://{bucket}/run", ROUNDS, zombie=zombie))
 
 
-def test_restore_racing_retention_never_fails(bucket: str, tmp_path: Path) -> None:
-    stats = races.restore_racing_retention(f"s3://{bucket}/run", SAVES, tmp_path)
+def test_restore_racing_retention_never_fails(workers: list[Any], bucket: str) -> None:
+    stats = races.restore_racing_retention(workers, f"s3://{bucket}/run", SAVES)
     assert stats["restores"] > 0
     print(stats)
