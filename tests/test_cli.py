@@ -314,3 +314,20 @@ def test_every_example_of_the_cli_page_runs_as_shown(tmp_path: Path, monkeypatch
         got = out.getvalue() + err.getvalue()
         assert checker.check_output(expected, got, flags), f"{command}\nexpected:\n{expected}\ngot:\n{got}"
         assert status == (1 if expected.startswith("objio: error") or "differ," in expected else 0), command
+
+
+def test_ls_of_one_file_lists_that_file(model_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ls", str(model_file), "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)["objects"]
+    assert (listed["key"], listed["size"]) == ("model.npz", model_file.stat().st_size)
+
+
+def test_diff_treats_nans_in_the_same_places_as_equal_in_bfloat16_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    values = np.array([1.0, np.nan], dtype=jnp.bfloat16)
+    for name in ("a.npz", "b.npz"):
+        with objio.io._files.open_for_write(tmp_path / name) as stream:
+            objio.codec.write_npz(stream, ["x"], [values])
+    assert main(["diff", str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]) == 0
+    assert capsys.readouterr().out.strip() == "no differences: 1 variable(s) equal"

@@ -71,7 +71,7 @@ def _compare(a: ArrayFile, b: ArrayFile) -> tuple[list[dict[str, Any]], int]:
             differences.append(
                 {"name": name, "kind": "dtype", "a": x.dtype.name, "b": y.dtype.name, "max_abs_diff": _max_abs(x, y)}
             )
-        elif not np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"):
+        elif not np.array_equal(x, y, equal_nan=x.dtype.kind not in "biu"):  # bfloat16 is kind "V"
             differences.append(
                 {"name": name, "kind": "value", "a": x.dtype.name, "b": y.dtype.name, "max_abs_diff": _max_abs(x, y)}
             )

@@ -10,6 +10,7 @@ from objio.cli._output import print_json, table
 from objio.cli._storage import format_time, iso_time, modified
 from objio.codec import NpzReader
 from objio.errors import ObjioError
+from objio.io._files import split_url
 from objio.io.checkpoint import Checkpoint
 from objio.progress import format_size
 from objio.storage import Storage, join_url
@@ -86,6 +87,10 @@ def _metadata_keys(storage: Storage, key: str) -> list[str]:
 
 def _list_objects(args: argparse.Namespace, storage: Storage) -> int:
     keys = storage.list("")
+    if not keys and not args.url.endswith("/"):  # URL may name one object rather than a folder
+        parent, key = split_url(args.url, None)
+        if parent.exists(key):
+            storage, keys = parent, [key]
     rows: list[dict[str, Any]] = [
         {"key": key, "size": storage.size(key), "modified": modified(storage, key)} for key in keys
     ]
