@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import logging
 import os
 import re
@@ -19,6 +20,7 @@ import pytest
 import objio
 from objio import Checkpoint, TrainVar, VarCollection
 from objio.backends import local
+from objio.io import checkpoint
 
 
 def _vc(value: float = 0.0) -> VarCollection:
@@ -27,6 +29,11 @@ def _vc(value: float = 0.0) -> VarCollection:
 
 def _files(folder: Path) -> list[str]:
     return sorted(os.listdir(folder))
+
+
+def test_the_docstring_examples_run() -> None:
+    result = doctest.testmod(checkpoint)
+    assert result.attempted >= 10 and result.failed == 0
 
 
 def test_layout_and_restore_of_latest_and_of_an_index(tmp_path: Path) -> None:

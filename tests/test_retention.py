@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import doctest
 import itertools
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 
+from objio.io import retention
 from objio.io.retention import RetentionPolicy, best_indices, score_of
 
 Rule = Callable[[list[int], int], list[int]]
@@ -198,3 +200,8 @@ def test_the_model_catches_the_old_rule_losing_everything() -> None:
     # The same model finds the losses of issue 8 in the rule objio had before: it can fail.
     assert any(not folder for folder in _survivors({1, 2}, [3, 4], _old_rule(1)))
     assert any(101 not in folder for folder in _survivors({99}, [101, 100], _old_rule(1)))
+
+
+def test_the_docstring_examples_run() -> None:
+    result = doctest.testmod(retention)
+    assert result.attempted >= 4 and result.failed == 0
