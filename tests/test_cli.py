@@ -378,3 +378,13 @@ def test_plugins_reports_the_plugins_that_failed_to_load(
     assert json.loads(capsys.readouterr().out)["failures"] == [
         {"name": "acme", "error": "ImportError: No module named 'acme_sdk'"}
     ]
+
+
+@pytest.mark.parametrize("command", ["ls", "inspect", "verify", "cp", "diff", "gc", "plugins"])
+def test_every_commands_help_shows_examples_and_json(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text and f"objio {command}" in text.split("examples:", 1)[1]
+    assert "--json" in text
