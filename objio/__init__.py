@@ -26,8 +26,10 @@ from objio.errors import (
 )
 from objio.hookspecs import hookimpl
 from objio.io import Checkpoint, load_var_collection, save_var_collection
+from objio.io.save_load import read_metadata
 from objio.module import Module, ModuleList
 from objio.storage import Capabilities, Storage
+from objio.tree import load_tree, save_tree
 from objio.var_collection import VarCollection
 from objio.variables import BaseState, BaseVar, RandomState, StateVar, TrainRef, TrainVar
 
@@ -64,10 +66,13 @@ __all__ = [
     "get_plugin_manager",
     "hookimpl",
     "io",
+    "load_tree",
     "load_var_collection",
     "nn",
     "open_storage",
     "random",
+    "read_metadata",
+    "save_tree",
     "save_var_collection",
     "urls",
 ]

@@ -53,10 +53,18 @@ _PADDING_EXTRA_ID = 0xD935  # the extra-field id zip aligners use for padding; r
 _DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so equal collections give byte-identical files
 
 
-def write_npz(stream: BinaryIO, names: list[str], values: Iterable[Any], *, where: str = "<stream>") -> None:
+def write_npz(
+    stream: BinaryIO,
+    names: list[str],
+    values: Iterable[Any],
+    *,
+    where: str = "<stream>",
+    metadata: dict[str, Any] | None = None,
+) -> None:
     """Write ``names`` and their arrays (``values``, consumed one at a time) to ``stream`` as npz.
 
     :param where: the file, for error messages.
+    :param metadata: the user's JSON-serialisable dict, stored under ``"user"`` in ``objio.json``.
     :raises TypeError: an array of Python objects (npz would need pickle for it).
     """
     counting = _CountingWriter(stream)
@@ -79,9 +87,11 @@ def write_npz(stream: BinaryIO, names: list[str], values: Iterable[Any], *, wher
             count += 1
         if count != len(names):
             raise ValueError(f"write_npz got {len(names)} names but {count} arrays for {where}")
-        metadata = {"format": "objio.npz", "version": FORMAT_VERSION, "dtypes": extension_dtypes}
+        header = {"format": "objio.npz", "version": FORMAT_VERSION, "dtypes": extension_dtypes}
+        if metadata is not None:
+            header["user"] = metadata
         info = _member_info(METADATA_MEMBER, 0)
-        archive.writestr(info, json.dumps(metadata, sort_keys=True).encode())
+        archive.writestr(info, json.dumps(header, sort_keys=True).encode())
 
 
 def _member_info(name: str, size: int) -> zipfile.ZipInfo:
@@ -190,6 +200,12 @@ class NpzReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def user_metadata(self) -> dict[str, Any] | None:
+        """The dict given as ``metadata=`` when the file was written, or ``None``."""
+        user = self.metadata.get("user")
+        return user if isinstance(user, dict) else None
 
     def _read_metadata(self) -> dict[str, Any]:
         member = self._members.get(METADATA_MEMBER)

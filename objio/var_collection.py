@@ -1,4 +1,8 @@
-"""VarCollection: the ``{name: variable}`` dict that Module.vars() returns and files store."""
+"""VarCollection: the ``{name: variable}`` dict that Module.vars() returns and files store.
+
+Its values are objio's variables or anything that behaves as one (Objax's: see ``objio.io._duck``),
+so ``objio.VarCollection(objax_module.vars())`` works.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from objio.variables import BaseVar, TrainRef
+from objio.io._duck import is_variable
+from objio.variables import BaseVar
 
 __all__ = ["VarCollection"]
 
@@ -66,8 +71,11 @@ class VarCollection(dict[str, BaseVar]):
         pairs = list(other.items() if isinstance(other, Mapping) else other) + list(kwargs.items())
         conflicts = sorted({k for k, v in pairs if k in self and self[k] is not v})
         for k, v in pairs:
-            if not isinstance(v, BaseVar):
-                raise TypeError(f"VarCollection values must be variables (BaseVar), got {type(v).__name__} for {k!r}")
+            if not is_variable(v):
+                raise TypeError(
+                    f"VarCollection values must be variables (objio's or Objax's: a .value and an .assign method), "
+                    f"got {type(v).__name__} for {k!r}; wrap an array in objio.TrainVar or objio.StateVar"
+                )
         if conflicts:
             raise ValueError(f"Name conflicts when combining VarCollection {conflicts}")
         for k, v in pairs:
@@ -108,8 +116,3 @@ class VarCollection(dict[str, BaseVar]):
             lines.append(f"{name:{width}} {size:8d} {tuple(np.shape(v.value))}")
         lines.append(f"{f'+Total({len(self)})':{width}} {total:8d}")
         return "\n".join(lines)
-
-
-def storage_target(var: BaseVar) -> BaseVar:
-    """The variable whose value a file stores for ``var``: a TrainRef stores its TrainVar."""
-    return var.ref if isinstance(var, TrainRef) else var

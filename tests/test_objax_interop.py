@@ -11,10 +11,12 @@ libraries, not between two hand-written copies of a model.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -309,3 +311,132 @@ emit({"files": sorted(os.listdir("run/ckpt")), "idx": idx, "path": path, "latest
     assert (restored["idx"], restored["path"]) == (10, "run/ckpt/0000000010.npz")
     assert restored["latest"] == saved[10]
     assert restored["9"] == saved[9]
+
+
+# -- Objax's own collections through objio, in the Objax environment ---------------------------------
+#
+# objio runs inside the Objax 1.8 venv here: the child puts this checkout first on sys.path, and adds
+# this environment's site-packages *after* the Objax venv's own, so Objax keeps its jax and numpy and
+# objio finds what that venv lacks (fsspec, pluggy, tqdm, and s3fs with the objio-s3 entry point).
+
+OBJIO_PRELUDE = f"""
+import site
+import sys
+
+site.addsitedir({sysconfig.get_paths()["purelib"]!r})
+sys.path[:0] = [{os.fspath(REPO)!r}, {os.fspath(REPO / "plugins" / "objio-s3")!r}]
+import objio
+assert objio.__file__.startswith({os.fspath(REPO)!r}), objio.__file__
+"""
+
+OPTIMIZED = """
+class Net(objax.Module):
+    def __init__(self):
+        self.conv = objax.nn.Conv2D(3, 4, 3)
+        self.bn = objax.nn.BatchNorm2D(4)
+        self.fc = objax.nn.Linear(4, 2)
+
+
+class Trainer(objax.Module):
+    \"\"\"A model with Conv2D, BatchNorm and Linear, and the state of two optimizers over it.\"\"\"
+
+    def __init__(self):
+        self.net = Net()
+        self.momentum = objax.optimizer.Momentum(self.net.vars())
+        self.adam = objax.optimizer.Adam(self.net.vars())
+
+
+def saved_names(f):
+    with np.load(f) as data:
+        return [str(n) for n in data["names"]]
+"""
+
+
+def run_objax_with_objio(objax_python: str, cwd: Path, script: str) -> Any:
+    """``run_objax`` with objio importable in the child and the optimizer model of ``OPTIMIZED`` defined."""
+    return run_objax(objax_python, cwd, OBJIO_PRELUDE + OPTIMIZED + script)
+
+
+CHECKPOINT_ROUND_TRIP = """
+trainer = Trainer()
+fill(trainer, seed=3)
+vc = trainer.vars()
+ckpt = objio.io.Checkpoint(LOGDIR, keep_ckpts=2)
+ckpt.save(vc, 7)
+storage = objio.open_storage(LOGDIR)
+with storage.open_reader("ckpt/0000000007.npz") as f:
+    objio_names = saved_names(f)
+with storage.open_writer("objax.npz") as f:  # what objax.io writes, for the same collection
+    objax.io.save_var_collection(f, vc)
+with storage.open_reader("objax.npz") as f:
+    objax_names = saved_names(f)
+
+restored = Trainer()
+fill(restored, seed=11)
+idx, path = ckpt.restore(restored.vars())
+
+cross = Trainer()  # objax.io reads objio's checkpoint
+fill(cross, seed=12)
+with storage.open_reader("ckpt/0000000007.npz") as f:
+    objax.io.load_var_collection(f, cross.vars())
+
+back = Trainer()  # objio reads objax.io's file into a collection that holds optimizer state
+fill(back, seed=13)
+objio.io.load_var_collection(LOGDIR + "/objax.npz", back.vars())
+
+emit({
+    "names": len(vc), "objio_names": objio_names, "objax_names": objax_names, "idx": idx, "path": path,
+    "saved": dump(vc), "restored": dump(restored.vars()), "cross": dump(cross.vars()), "back": dump(back.vars()),
+})
+"""
+
+
+def check_checkpoint_round_trip(result: dict[str, Any], logdir: str) -> None:
+    # 8 model arrays, Momentum adds 6 (its TrainRefs are stored as their targets), Adam 13 (m, v, step).
+    assert (result["names"], len(result["objio_names"])) == (39, 27)
+    assert result["objio_names"] == result["objax_names"]  # stored once, under the same first names
+    assert (result["idx"], result["path"]) == (7, f"{logdir}/ckpt/0000000007.npz")
+    assert any("(Adam).m(ModuleList)" in name for name in result["saved"])
+    assert result["restored"] == result["saved"]
+    assert result["cross"] == result["saved"]
+    assert result["back"] == result["saved"]
+
+
+def test_objax_optimizer_state_checkpoints_to_local_disk(objax_python: str, tmp_path: Path) -> None:
+    logdir = os.fspath(tmp_path / "run")
+    result = run_objax_with_objio(objax_python, tmp_path, f"LOGDIR = {logdir!r}\n" + CHECKPOINT_ROUND_TRIP)
+    check_checkpoint_round_trip(result, logdir)
+
+
+def test_objax_optimizer_state_checkpoints_to_s3(objax_python: str, tmp_path: Path, bucket: str) -> None:
+    logdir = f"s3://{bucket}/run"
+    result = run_objax_with_objio(objax_python, tmp_path, f"LOGDIR = {logdir!r}\n" + CHECKPOINT_ROUND_TRIP)
+    check_checkpoint_round_trip(result, logdir)
+
+
+def test_objio_variable_collection_wraps_objax_collections(objax_python: str, tmp_path: Path) -> None:
+    result = run_objax_with_objio(
+        objax_python,
+        tmp_path,
+        """
+trainer = Trainer()
+fill(trainer, seed=4)
+wrapped = objio.VarCollection(trainer.vars())
+objio.io.save_var_collection("wrapped.npz", wrapped, metadata={"step": 3})
+objio.io.save_var_collection("direct.npz", trainer.vars())
+emit({"wrapped": saved_names("wrapped.npz"), "direct": saved_names("direct.npz"),
+      "metadata": objio.read_metadata("wrapped.npz")})
+""",
+    )
+    assert result["wrapped"] == result["direct"] and len(result["direct"]) == 27
+    assert result["metadata"] == {"step": 3}
+
+
+# The S3 fixtures of the objio-s3 plugin's tests (moto_server on 127.0.0.1, a fresh bucket per test).
+_spec = importlib.util.spec_from_file_location("_objio_s3_fixtures", REPO / "plugins/objio-s3/tests/conftest.py")
+assert _spec is not None and _spec.loader is not None
+_s3_fixtures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_s3_fixtures)
+moto_endpoint = _s3_fixtures.moto_endpoint
+s3_client = _s3_fixtures.s3_client
+bucket = _s3_fixtures.bucket

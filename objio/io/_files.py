@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from typing import IO, Any, BinaryIO, Union, cast
 
 from objio._host import open_storage
+from objio.progress import Progress, Tracker, track
 from objio.storage import Storage
 from objio.urls import split_location
 
-__all__ = ["FileOrStr", "describe", "open_for_read", "open_for_write", "split_url"]
+__all__ = ["CountingStream", "FileOrStr", "describe", "open_for_read", "open_for_write", "split_url", "tracked"]
 
 #: What save/load accept: a path or URL (str or os.PathLike), or an open binary file.
 FileOrStr = Union[str, "os.PathLike[str]", IO[bytes]]
@@ -40,28 +41,109 @@ def describe(file: object) -> str:
 
 @contextlib.contextmanager
 def open_for_write(
-    file: FileOrStr, storage_options: dict[str, Any] | None = None, *, if_absent: bool = False
+    file: FileOrStr,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    if_absent: bool = False,
+    progress: Progress = False,
+    total: int | None = None,
+    action: str | None = None,
 ) -> Iterator[BinaryIO]:
-    """Yield a stream to write ``file``; for a path or URL, commit atomically on a clean exit."""
+    """Yield a stream to write ``file``; for a path or URL, commit atomically on a clean exit.
+
+    :param progress: how to show the bytes written (see :mod:`objio.progress`).
+    :param total: the bytes expected, for the bar and the callback.
+    :param action: what the INFO log line says on success (``"saved"``); ``None`` logs nothing.
+    """
     if _is_file_object(file):
-        yield file  # type: ignore[misc]
+        with tracked(file, progress, total=total, name=describe(file), action=action) as stream:  # type: ignore[arg-type]
+            yield stream
         return
     storage, key = split_url(file, storage_options)  # type: ignore[arg-type]
-    with storage.open_writer(key, if_absent=if_absent) as stream:
+    with (
+        storage.open_writer(key, if_absent=if_absent) as raw,
+        tracked(raw, progress, total=total, name=describe(file), action=action) as stream,
+    ):
         yield cast(BinaryIO, NamedStream(stream, describe(file)))
 
 
 @contextlib.contextmanager
-def open_for_read(file: FileOrStr, storage_options: dict[str, Any] | None = None) -> Iterator[BinaryIO]:
-    """Yield a seekable stream over ``file``; close it afterwards only if it was opened here."""
+def open_for_read(
+    file: FileOrStr,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    progress: Progress = False,
+    total: int | None = None,
+    action: str | None = None,
+) -> Iterator[BinaryIO]:
+    """Yield a seekable stream over ``file``; close it afterwards only if it was opened here.
+
+    :param progress: how to show the bytes read (see :mod:`objio.progress`).
+    :param total: the bytes expected; by default the file's size.
+    :param action: what the INFO log line says on success (``"loaded"``); ``None`` logs nothing.
+    """
     if _is_file_object(file):
         if not file.seekable():  # type: ignore[union-attr]
             raise TypeError(f"{describe(file)} is not seekable; npz needs a seekable file (pass its path instead)")
-        yield file  # type: ignore[misc]
+        with tracked(file, progress, total=total, name=describe(file), action=action) as stream:  # type: ignore[arg-type]
+            yield stream
         return
     storage, key = split_url(file, storage_options)  # type: ignore[arg-type]
-    with storage.open_reader(key) as stream:
+    if total is None and progress is not False:
+        total = storage.size(key)
+    with (
+        storage.open_reader(key) as raw,
+        tracked(raw, progress, total=total, name=describe(file), action=action) as stream,
+    ):
         yield cast(BinaryIO, NamedStream(stream, describe(file)))
+
+
+@contextlib.contextmanager
+def tracked(
+    stream: BinaryIO, progress: Progress, *, total: int | None, name: str, action: str | None = None
+) -> Iterator[BinaryIO]:
+    """``stream`` wrapped so that its reads and writes advance a progress tracker (see :func:`objio.progress.track`).
+
+    With ``progress=False`` and no ``action`` the stream is yielded as it is: no cost at all.
+    """
+    if progress is False and action is None:
+        yield stream
+        return
+    with track(progress, total=total, name=name, action=action) as tracker:
+        yield cast(BinaryIO, CountingStream(stream, tracker))
+
+
+class CountingStream:
+    """A stream that reports every byte read or written through it to a :class:`~objio.progress.Tracker`.
+
+    Everything else (``seek``, ``tell``, ``flush``, ``name`` ...) goes to the wrapped stream, which it
+    does not close.
+    """
+
+    def __init__(self, stream: BinaryIO, tracker: Tracker) -> None:
+        self._stream = stream
+        self.tracker = tracker
+
+    def write(self, data: Any) -> int:
+        n = self._stream.write(data)
+        self.tracker.advance(len(memoryview(data).cast("B")) if n is None else n)
+        return n if n is not None else len(memoryview(data).cast("B"))
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.tracker.advance(len(data))
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._stream.readinto(buffer)  # type: ignore[attr-defined]
+        self.tracker.advance(n or 0)
+        return int(n or 0)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._stream, attr)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._stream)
 
 
 class NamedStream:

@@ -1,43 +1,98 @@
-"""Checkpoint: numbered saves in ``<logdir>/ckpt/``, the latest k kept, restore from any of them."""
+"""Checkpoint: numbered saves in ``<logdir>/ckpt/``, retention that never loses one, restore from any of them."""
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import inspect
 import logging
+import operator
 import os
 import re
+import time
 import warnings
 from collections.abc import Callable
-from typing import Any, BinaryIO, ClassVar, cast
+from typing import Any, BinaryIO, ClassVar, TypeVar, cast
 
+from objio import errors
 from objio._host import open_storage
-from objio.errors import NoCheckpointWarning
-from objio.io._files import FileOrStr, NamedStream
-from objio.io.save_load import load_var_collection, save_var_collection
+from objio.errors import (
+    CorruptFileError,
+    NoCheckpointWarning,
+    ObjectNotFoundError,
+    ObjioError,
+    StorageError,
+    StoragePermissionError,
+    StorageUnavailableError,
+)
+from objio.io._arrays import check_metadata
+from objio.io._duck import is_var_collection
+from objio.io._files import FileOrStr, NamedStream, split_url, tracked
+from objio.io.retention import RetentionPolicy, best_indices, score_of
+from objio.io.save_load import load_var_collection, read_metadata, save_var_collection
+from objio.progress import Progress, format_size
 from objio.storage import join_url
+from objio.tree import leaf_names, load_tree, save_tree
 from objio.var_collection import VarCollection
 
 __all__ = ["Checkpoint"]
 
 logger = logging.getLogger("objio")
 
+T = TypeVar("T")
+
+# What a checkpoint that disappears while it is read raises: retention in another process deleted it
+# (ObjectNotFoundError), or replaced it (the remote readers' "changed while reading" error, where the
+# installed objio has it).
+_VANISHED: tuple[type[BaseException], ...] = (ObjectNotFoundError,) + tuple(
+    c for c in (getattr(errors, "ChangedWhileReadingError", None),) if isinstance(c, type)
+)
+
 
 class Checkpoint:
-    """Saves and restores numbered snapshots of a :class:`~objio.VarCollection`, keeping the latest k.
+    """Saves and restores numbered snapshots of a model's state, with retention that never loses one.
 
-    The layout is Objax's (``<logdir>/ckpt/0000000001.npz``), and ``logdir`` may be a local path or
-    any URL a backend handles (``"s3://bucket/run"``). Compared with Objax:
+    The state is a collection (an :class:`objio.VarCollection`, or an ``objax.VarCollection`` as it
+    is) or any JAX pytree of arrays (Flax parameters, an Equinox module, nested dicts). The layout is
+    Objax's (``<logdir>/ckpt/0000000001.npz``), and ``logdir`` may be a local path or any URL a
+    backend handles (``"s3://bucket/run"``). Compared with Objax:
 
+    - an index is a non-negative integer (an ``int`` or a NumPy integer; not a ``bool``, not a
+      float): anything else is refused before anything is written;
     - a save is atomic and create-only: a second writer for an index that exists (a zombie job after
       a preemption, say) fails with :class:`~objio.errors.ObjectExistsError` instead of clobbering
       it, unless ``overwrite=True``;
     - indices compare as numbers, so 10 is newer than 9;
     - files that are not this checkpoint's (``best.npz``, temp files) are never restored or deleted;
-    - retention never deletes the checkpoint just written.
+    - restoring the latest checkpoint survives another job's retention deleting it while it is read:
+      the next newest is restored instead, and the log says so;
+    - a checkpoint may carry ``metadata`` (a JSON-serialisable dict: the step, metrics ...), read
+      back by :meth:`metadata` without reading the arrays.
 
-    Subclasses may override the class constants below, as in Objax. ``SAVE_FN`` receives an open
-    binary stream (whose ``name`` is the checkpoint's path) that the checkpoint commits atomically;
-    ``LOAD_FN`` receives an open seekable binary stream.
+    **Retention.** After checkpoint ``n`` is saved, only committed checkpoints *older* than ``n`` may
+    be deleted; of those, a checkpoint stays when any policy keeps it:
+
+    - ``keep_ckpts=k``: the ``k`` newest checkpoints (``None`` or ``0`` keeps everything, as in Objax,
+      and then the other policies change nothing);
+    - ``keep_period=p``: every checkpoint whose index is a multiple of ``p``, forever;
+    - ``keep_best=b``: the ``b`` best by the number under ``best_key`` in their metadata (lowest for
+      ``best_mode='min'``, highest for ``'max'``; on a tie the newer). A checkpoint without that key
+      (or whose value is not a number, or NaN) never counts as best.
+
+    So the checkpoint just written is never deleted, a zombie job that writes an old index never
+    deletes a newer checkpoint, and when two jobs save side by side the newest checkpoint always
+    survives (with ``keep_ckpts=1`` an older one may then stay until the next save). Scores are read
+    from each checkpoint's metadata once per :class:`Checkpoint` object.
+
+    Subclasses may override the class constants below, as in Objax; they apply to collections
+    (pytrees always go through :func:`objio.save_tree` and :func:`objio.load_tree`). ``SAVE_FN``
+    receives an open binary stream (whose ``name`` is the checkpoint's path) that the checkpoint
+    commits atomically, and the collection; it must take ``metadata=`` for :meth:`save` to pass
+    metadata, and gets ``progress=`` when it takes it. ``LOAD_FN`` receives an open seekable binary
+    stream and the collection.
+
+    The ``objio`` logger says at INFO what was saved and restored (sizes and seconds) and what
+    retention deleted.
 
     >>> import objio, jax.numpy as jnp
     >>> vc = objio.VarCollection({'w': objio.TrainVar(jnp.zeros(3))})
@@ -48,6 +103,18 @@ class Checkpoint:
     [2, 3]
     >>> ckpt.restore(vc)
     (3, 'memory://doc-ckpt/ckpt/0000000003.npz')
+
+    A pytree, with metadata, and the best checkpoint kept beside the newest:
+
+    >>> params = {'dense': {'kernel': jnp.ones((2, 2))}}
+    >>> ckpt = objio.Checkpoint('memory://doc-tree', keep_ckpts=1, keep_best=1, best_key='val_loss')
+    >>> for step, loss in [(1, 0.9), (2, 0.3), (3, 0.5), (4, 0.6)]:
+    ...     ckpt.save(params, step, metadata={'val_loss': loss})
+    >>> ckpt.indices(), ckpt.best(), ckpt.metadata(2)
+    ([2, 4], 2, {'val_loss': 0.3})
+    >>> step, restored = ckpt.restore_tree(like=params)
+    >>> step, restored['dense']['kernel'].shape
+    (4, (2, 2))
     """
 
     DIR_NAME: ClassVar[str] = "ckpt"
@@ -68,32 +135,52 @@ class Checkpoint:
         makedir: bool = True,
         verbose: bool = True,
         *,
+        keep_period: int | None = None,
+        keep_best: int | None = None,
+        best_key: str | None = None,
+        best_mode: str = "min",
+        progress: Progress = None,
         storage_options: dict[str, Any] | None = None,
     ) -> None:
         """
         :param logdir: the run's folder: a local path or a URL.
-        :param keep_ckpts: how many checkpoints to keep (at least 1); ``None`` keeps all.
+        :param keep_ckpts: how many of the newest checkpoints to keep; ``None`` or ``0`` keeps all.
         :param makedir: accepted for Objax compatibility; folders are created on the first save.
-        :param verbose: log (at INFO, logger ``objio``) which checkpoint is restored.
+        :param verbose: log (at INFO, logger ``objio``) what retention deletes.
+        :param keep_period: also keep, forever, every checkpoint whose index is a multiple of this.
+        :param keep_best: also keep this many best checkpoints by ``best_key``.
+        :param best_key: the metadata key that ranks checkpoints (for ``keep_best`` and :meth:`best`).
+        :param best_mode: ``'min'`` (lower is better, as for a loss) or ``'max'`` (as for an accuracy).
+        :param progress: how saves and restores show their bytes: ``None`` a bar when a person watches
+            and the transfer takes a while, ``True``, ``False``, or a callable (see :mod:`objio.progress`).
         :param storage_options: options for the storage backend of a URL.
+        :raises ValueError: a policy is out of range (``keep_ckpts >= 0``, ``keep_period >= 1``,
+            ``keep_best >= 1`` with a ``best_key``, ``best_mode`` ``'min'`` or ``'max'``).
         """
-        if keep_ckpts is not None and (type(keep_ckpts) is not int or keep_ckpts < 1):
-            raise ValueError(f"keep_ckpts must be an int >= 1 (or None to keep all), got {keep_ckpts!r}")
+        self.retention = RetentionPolicy(
+            keep_ckpts=keep_ckpts, keep_period=keep_period, keep_best=keep_best, best_key=best_key, best_mode=best_mode
+        )
         self.logdir = os.fspath(logdir)
-        self.keep_ckpts = keep_ckpts
+        self.keep_ckpts = self.retention.keep_ckpts
         self.verbose = verbose
+        self.progress = progress
+        self._storage_options = storage_options
         self._name_pattern = _index_pattern(self.FILE_FORMAT)
         self._storage = open_storage(self.logdir, storage_options)
+        self._scores: dict[int, float | None] = {}  # read once per index: a committed checkpoint never changes
 
     def _key(self, idx: int) -> str:
-        return f"{self.DIR_NAME}/{self.FILE_FORMAT % idx}"
+        return f"{self.DIR_NAME}/{self.FILE_FORMAT % checked_index(idx)}"
 
     def path(self, idx: int) -> str:
         """The path or URL of checkpoint ``idx``."""
         return join_url(self.logdir, self._key(idx))
 
     def indices(self) -> list[int]:
-        """The indices of the committed checkpoints, oldest first."""
+        """The indices of the committed checkpoints, oldest first.
+
+        :raises StoragePermissionError: the checkpoint folder cannot be listed.
+        """
         prefix = f"{self.DIR_NAME}/"
         found = []
         for key in self._storage.list(prefix):
@@ -105,52 +192,258 @@ class Checkpoint:
                 found.append(int(match.group(1)))
         return sorted(found)
 
-    def save(self, vc: VarCollection, idx: int, *, overwrite: bool = False) -> None:
-        """Save ``vc`` as checkpoint ``idx``, then delete the oldest beyond ``keep_ckpts``.
+    def save(self, state: Any, idx: int, *, metadata: dict[str, Any] | None = None, overwrite: bool = False) -> None:
+        """Save ``state`` as checkpoint ``idx``, then apply retention (see the class docstring).
 
+        :param state: a collection (objio's or Objax's ``VarCollection``) or a pytree of arrays.
+        :param idx: a non-negative integer.
+        :param metadata: a JSON-serialisable dict stored with the checkpoint (:meth:`metadata` reads it).
         :param overwrite: replace checkpoint ``idx`` if it exists, instead of failing.
+        :raises TypeError: ``idx`` is not an integer, ``state`` holds no arrays, or ``metadata`` is not
+            a JSON-serialisable dict; nothing was written.
+        :raises ValueError: ``idx`` is negative; nothing was written.
         :raises ObjectExistsError: checkpoint ``idx`` exists (and ``overwrite`` is false); nothing
             was written or deleted.
         """
-        if not isinstance(vc, VarCollection):
-            raise TypeError(f"Must pass a VarCollection to save; received type {type(vc)}.")
+        idx = checked_index(idx)
+        metadata = check_metadata(metadata)
+        write = self._writer(state, metadata)
+        path = self.path(idx)
         with self._storage.open_writer(self._key(idx), if_absent=not overwrite) as stream:
-            type(self).SAVE_FN(cast(BinaryIO, NamedStream(stream, self.path(idx))), vc)
+            write(cast(BinaryIO, NamedStream(stream, path)))
+        if self.retention.best_key is not None:
+            self._scores[idx] = score_of(metadata, self.retention.best_key)
         self._apply_retention(just_written=idx)
 
+    def _writer(self, state: Any, metadata: dict[str, Any] | None) -> Callable[[BinaryIO], None]:
+        """The call that writes ``state`` to a stream, after checking that it can (nothing is written yet)."""
+        if is_var_collection(state):
+            save_fn = type(self).SAVE_FN
+            options: dict[str, Any] = {}
+            if metadata is not None:
+                if not _takes(save_fn, "metadata"):
+                    raise TypeError(
+                        f"{type(self).__name__}.SAVE_FN ({getattr(save_fn, '__name__', save_fn)}) takes no metadata=; "
+                        f"give it a metadata= parameter, or save without metadata"
+                    )
+                options["metadata"] = metadata
+            return self._with_progress(save_fn, state, options, "saved")
+        if not leaf_names(state):
+            raise TypeError(
+                f"Checkpoint.save got {type(state).__name__}, which holds no arrays; pass a VarCollection "
+                f"(objio's or Objax's) or a pytree of arrays such as {{'w': jnp.zeros(3)}}"
+            )
+        return lambda stream: save_tree(stream, state, metadata=metadata, progress=self.progress)
+
+    def _with_progress(
+        self, fn: Callable[..., Any], state: Any, options: dict[str, Any], action: str
+    ) -> Callable[[BinaryIO], Any]:
+        """``fn(stream, state, **options)``, passing ``progress=`` if ``fn`` takes it, else showing it here."""
+        if _takes(fn, "progress"):
+            return lambda stream: fn(stream, state, progress=self.progress, **options)
+
+        def call(stream: BinaryIO) -> Any:  # a custom SAVE_FN or LOAD_FN of Objax's shape
+            with tracked(stream, self.progress, total=None, name=str(stream.name), action=action) as counted:
+                return fn(NamedStream(counted, str(stream.name)), state, **options)
+
+        return call
+
     def _apply_retention(self, just_written: int) -> None:
-        if self.keep_ckpts is None:
+        if self.retention.keeps_everything:
             return
-        others = [i for i in self.indices() if i != just_written]
-        excess = len(others) - (self.keep_ckpts - 1)
-        for idx in others[: max(0, excess)]:
-            self._storage.delete(self._key(idx))
+        indices = self.indices()
+        scores = self._known_scores(indices) if self.retention.needs_scores else None
+        for idx in self.retention.to_delete(indices, just_written, scores):
+            key = self._key(idx)
+            try:
+                size = self._storage.size(key)
+            except ObjectNotFoundError:  # another job's retention got there first
+                continue
+            start = time.perf_counter()
+            self._storage.delete(key)
+            self._scores.pop(idx, None)
+            if self.verbose:
+                seconds = time.perf_counter() - start
+                logger.info("deleted by retention %s: %s in %.2f s", self.path(idx), format_size(size), seconds)
 
     def restore(self, vc: VarCollection, idx: int | None = None) -> tuple[int, str]:
-        """Load checkpoint ``idx`` (the latest when ``None``) into ``vc``.
+        """Load checkpoint ``idx`` (the latest when ``None``) into the collection ``vc``.
 
+        When the latest checkpoint disappears while it is read (another job's retention deleted it),
+        the next newest is restored instead, and a warning is logged.
+
+        :param vc: objio's or Objax's ``VarCollection`` (for a pytree, use :meth:`restore_tree`).
         :returns: ``(idx, path)`` of the checkpoint restored, or ``(0, '')`` when there is none (with
             a :class:`~objio.errors.NoCheckpointWarning`: an empty logdir is a normal first run).
+        :raises ObjectNotFoundError: checkpoint ``idx`` was asked for and does not exist (or vanished
+            while it was read).
+        :raises StoragePermissionError: the checkpoint folder cannot be listed or read.
+        :raises StorageError: ``logdir`` or its checkpoint folder is a file; any other storage failure,
+            as itself (never as a :class:`~objio.errors.CorruptFileError`).
+        """
+        if not is_var_collection(vc):
+            raise TypeError(
+                f"Must pass a VarCollection to restore; received type {type(vc)}. For a pytree, use restore_tree()."
+            )
+        found = self._read(idx, self._with_progress(type(self).LOAD_FN, vc, {}, "loaded"))
+        if found is None:
+            self._warn_nothing_to_restore("variables were not restored")
+            return 0, ""
+        return found[0], self.path(found[0])
+
+    def restore_tree(self, like: Any = None, idx: int | None = None) -> tuple[int, Any]:
+        """Load checkpoint ``idx`` (the latest when ``None``) as a pytree, as :func:`objio.load_tree` does.
+
+        :param like: the structure, dtypes and shardings wanted; ``None`` gives nested dicts.
+        :returns: ``(idx, tree)``, or ``(0, like)`` when there is no checkpoint (with a
+            :class:`~objio.errors.NoCheckpointWarning`), so a first run carries on from ``like``.
         :raises ObjectNotFoundError: checkpoint ``idx`` was asked for and does not exist.
         """
-        if not isinstance(vc, VarCollection):
-            raise TypeError(f"Must pass a VarCollection to restore; received type {type(vc)}.")
-        if idx is None:
-            indices = self.indices()
-            if not indices:
-                warnings.warn(
-                    f"No checkpoints found in {join_url(self.logdir, self.DIR_NAME)}; variables were not restored.",
-                    NoCheckpointWarning,
-                    stacklevel=2,
+        found = self._read(idx, lambda stream: load_tree(stream, like, progress=self.progress))
+        if found is None:
+            self._warn_nothing_to_restore("returning like as it is")
+            return 0, like
+        return found
+
+    def metadata(self, idx: int | None = None) -> dict[str, Any] | None:
+        """The metadata saved with checkpoint ``idx`` (the latest when ``None``), or ``None`` if it has none.
+
+        Reads the file's index only, never its arrays.
+
+        :raises ObjectNotFoundError: there is no such checkpoint (or none at all).
+        """
+        found = self._read(idx, read_metadata)
+        if found is None:
+            folder = join_url(self.logdir, self.DIR_NAME)
+            raise ObjectNotFoundError(f"no checkpoint in {folder} to read metadata from", url=folder)
+        return found[1]
+
+    def best(self) -> int | None:
+        """The index of the best checkpoint by ``best_key`` (see the class docstring), or ``None`` if none has a score.
+
+        :raises ValueError: the checkpoint was created without ``best_key``.
+        """
+        if self.retention.best_key is None:
+            raise ValueError("best() ranks checkpoints by a metadata key: create the Checkpoint with best_key=...")
+        ranked = best_indices(self._known_scores(self.indices()), self.retention.best_mode, 1)
+        return ranked[0] if ranked else None
+
+    def _known_scores(self, indices: list[int]) -> dict[int, float]:
+        """The usable scores of ``indices``, read from their metadata once per index."""
+        key = self.retention.best_key
+        assert key is not None
+        for idx in indices:
+            if idx in self._scores:
+                continue
+            try:
+                self._scores[idx] = score_of(self._read_one(idx, read_metadata), key)
+            except _VANISHED:  # deleted by another job meanwhile: it is no candidate
+                continue
+            except CorruptFileError as e:
+                logger.warning("Checkpoint %s has unreadable metadata (%s); it never counts as best", self.path(idx), e)
+                self._scores[idx] = None
+        return {i: s for i in indices if (s := self._scores.get(i)) is not None}
+
+    def _warn_nothing_to_restore(self, consequence: str) -> None:
+        warnings.warn(
+            f"No checkpoints found in {join_url(self.logdir, self.DIR_NAME)}; {consequence}.",
+            NoCheckpointWarning,
+            stacklevel=3,
+        )
+
+    def _read(self, idx: int | None, read: Callable[[BinaryIO], T]) -> tuple[int, T] | None:
+        """``(idx, read(stream))`` for checkpoint ``idx``, or for the newest one that can be read.
+
+        :returns: ``None`` when ``idx`` is ``None`` and there is no checkpoint.
+        """
+        if idx is not None:
+            idx = checked_index(idx)
+            return idx, self._read_one(idx, read)
+        tried: list[int] = []
+        while True:
+            untried = [i for i in self._listed() if i not in tried]
+            if not untried:
+                if tried:
+                    folder = join_url(self.logdir, self.DIR_NAME)
+                    raise ObjectNotFoundError(
+                        f"every checkpoint in {folder} was deleted while it was read (tried {tried}); "
+                        f"is another job applying retention to this folder?",
+                        url=folder,
+                    )
+                self._check_is_folder()
+                return None
+            newest = untried[-1]
+            try:
+                return newest, self._read_one(newest, read)
+            except _VANISHED as e:
+                tried.append(newest)
+                logger.warning(
+                    "Checkpoint %s disappeared while it was read (%s); trying the next newest", self.path(newest), e
                 )
-                return 0, ""
-            idx = indices[-1]
+
+    def _listed(self) -> list[int]:
+        """:meth:`indices`, where a listing that fails because ``logdir`` is a file says so plainly."""
+        try:
+            return self.indices()
+        except (StoragePermissionError, StorageUnavailableError):
+            raise
+        except StorageError:
+            self._check_is_folder()
+            raise
+
+    def _read_one(self, idx: int, read: Callable[[BinaryIO], T]) -> T:
         path = self.path(idx)
-        if self.verbose:
-            logger.info("Resuming from %s", path)
         with self._storage.open_reader(self._key(idx)) as stream:
-            type(self).LOAD_FN(cast(BinaryIO, NamedStream(stream, path)), vc)
-        return idx, path
+            return read(cast(BinaryIO, NamedStream(stream, path)))
+
+    def _check_is_folder(self) -> None:
+        """Raise if ``logdir`` or its checkpoint folder is a file: listing it finds nothing, which must not
+        pass for a first run."""
+        logdir_is_file = False
+        # Best effort: the logdir's parent may be something no backend lists (a bucket's root, '/').
+        with contextlib.suppress(ObjioError, ValueError):
+            parent, name = split_url(self.logdir.rstrip("/"), self._storage_options)
+            logdir_is_file = parent.exists(name)
+        folder = join_url(self.logdir, self.DIR_NAME)
+        for where, is_file in ((self.logdir, logdir_is_file), (folder, self._storage.exists(self.DIR_NAME))):
+            if is_file:
+                raise StorageError(
+                    f"{where} is a file, not a folder: a Checkpoint keeps its checkpoints in the folder "
+                    f"{folder}/; pass the run's folder as logdir instead",
+                    url=where,
+                )
+
+
+def _takes(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` accepts the keyword argument ``name``."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def checked_index(idx: Any) -> int:
+    """``idx`` as an ``int`` if it is a valid checkpoint index, else an error saying why.
+
+    An index is a non-negative integer: an ``int``, a NumPy integer or an integer 0-d array; never a
+    ``bool`` or a float (``2.5`` would be saved as 2 and then lost to retention).
+
+    :raises TypeError: ``idx`` is not an integer.
+    :raises ValueError: ``idx`` is negative.
+    """
+    if isinstance(idx, bool) or getattr(getattr(idx, "dtype", None), "kind", None) == "b":  # NumPy and JAX bools too
+        raise TypeError(f"a checkpoint index must be an int, got the bool {idx!r}")
+    try:
+        value = operator.index(idx)
+    except TypeError:
+        raise TypeError(
+            f"a checkpoint index must be an int (or a NumPy integer), got {type(idx).__name__} {idx!r}; "
+            f"pass int(step) if you meant a whole number"
+        ) from None
+    if value < 0:
+        raise ValueError(f"a checkpoint index must be >= 0, got {value}")
+    return value
 
 
 def _index_pattern(file_format: str) -> re.Pattern[str]:

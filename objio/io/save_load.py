@@ -1,59 +1,87 @@
-"""save_var_collection and load_var_collection: one VarCollection to or from one npz file."""
+"""save_var_collection, load_var_collection and read_metadata: one collection to or from one file.
+
+A collection is objio's :class:`~objio.VarCollection` or Objax's own (recognised by duck typing, see
+``objio.io._duck``). Files are npz; loads also read safetensors, told apart by content.
+"""
 
 from __future__ import annotations
 
-import collections
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import numpy as np
 
-from objio.codec import NpzReader, write_npz
+from objio.codec import write_npz
 from objio.errors import DtypeMismatchError, MissingVariablesError, ShapeMismatchError
-from objio.io._files import FileOrStr, describe, open_for_read, open_for_write
-from objio.var_collection import VarCollection, storage_target
-from objio.variables import BaseVar
+from objio.io._arrays import check_metadata, open_arrays
+from objio.io._duck import is_var_collection, names_by_target, unique_targets
+from objio.io._files import FileOrStr, describe, open_for_write
+from objio.progress import Progress
 
-__all__ = ["load_var_collection", "save_var_collection"]
+__all__ = ["load_var_collection", "read_metadata", "save_var_collection"]
 
 
-def save_var_collection(file: FileOrStr, vc: VarCollection, *, storage_options: dict[str, Any] | None = None) -> None:
+def save_var_collection(
+    file: FileOrStr,
+    vc: Mapping[str, Any],
+    *,
+    metadata: dict[str, Any] | None = None,
+    storage_options: dict[str, Any] | None = None,
+    progress: Progress = None,
+) -> None:
     """Save every variable of ``vc`` to ``file`` in npz format (readable by ``np.load`` and Objax).
 
-    A variable with several names, and a :class:`~objio.TrainRef`'s target, is stored once, under its
-    first name. Arrays stream to storage one at a time: no second copy of the model is made.
+    ``vc`` is an :class:`objio.VarCollection` or an ``objax.VarCollection``. A variable with several
+    names, and the target of a reference (a ``TrainRef``, as optimizers hold), is stored once, under
+    its first name, as ``objax.io`` does. Arrays stream to storage one at a time: no second copy of
+    the model is made.
 
     :param file: a path, a URL (``"s3://bucket/run/model.npz"``) or an open binary file (left open).
         A path or URL is written atomically: it holds the previous file, or the complete new one,
         never a part; missing folders are created.
+    :param metadata: a JSON-serialisable dict stored in the file; :func:`read_metadata` reads it back.
     :param storage_options: options for the storage backend of a URL (endpoint, credentials ...).
+    :param progress: ``None`` (a bar when slow and on a terminal), ``True``, ``False`` or
+        ``callable(bytes_done, bytes_total, name)``: see :mod:`objio.progress`.
+    :raises TypeError: ``metadata`` is not a JSON-serialisable dict (raised before anything is written).
     """
-    names: list[str] = []
-    targets: list[BaseVar] = []
-    seen: set[int] = set()
-    for name, var in vc.items():
-        target = storage_target(var)
-        if id(target) not in seen:
-            seen.add(id(target))
-            names.append(name)
-            targets.append(target)
-    with open_for_write(file, storage_options) as stream:
-        write_npz(stream, names, (t.value for t in targets), where=describe(file))
+    metadata = check_metadata(metadata)
+    _require_collection(vc, file, "save_tree")
+    stored = unique_targets(vc)
+    names = [name for name, _ in stored]
+    total = sum(int(getattr(var.value, "nbytes", 0)) for _, var in stored)
+    with open_for_write(file, storage_options, progress=progress, total=total, action="saved") as stream:
+        write_npz(stream, names, (var.value for _, var in stored), where=describe(file), metadata=metadata)
+
+
+def read_metadata(file: FileOrStr, *, storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The ``metadata=`` dict saved in ``file``, or ``None``; reads the file's index, never its arrays.
+
+    For a safetensors file that objio did not write, the header's own text metadata, if any.
+
+    >>> import objio, jax.numpy as jnp
+    >>> objio.save_tree('memory://doc/meta.npz', {'w': jnp.ones(2)}, metadata={'step': 7, 'val_loss': 0.25})
+    >>> objio.read_metadata('memory://doc/meta.npz')
+    {'step': 7, 'val_loss': 0.25}
+    """
+    with open_arrays(file, storage_options) as reader:
+        return reader.user_metadata
 
 
 def load_var_collection(
     file: FileOrStr,
-    vc: VarCollection,
+    vc: Mapping[str, Any],
     renamer: Callable[[str], str] | None = None,
     *,
     storage_options: dict[str, Any] | None = None,
+    progress: Progress = None,
 ) -> None:
-    """Load the values of every variable of ``vc`` from ``file``.
+    """Load the values of every variable of ``vc`` (objio's or Objax's collection) from ``file``.
 
-    Everything is read and checked before anything is assigned, so a failed load leaves ``vc`` as
-    it was. Names in the file that ``vc`` lacks are ignored; only the bytes of the variables that
-    ``vc`` needs are read.
+    ``file`` is an npz (objio's or Objax's) or a safetensors file, told apart by content. Everything
+    is read and checked before anything is assigned, so a failed load leaves ``vc`` as it was. Names
+    in the file that ``vc`` lacks are ignored; only the bytes of the variables that ``vc`` needs are read.
 
     Dtype policy: a variable keeps its dtype. A stored array of another dtype is cast to it when the
     cast stays within the same kind (float64 to float32, float32 to bfloat16, int64 to int32);
@@ -62,6 +90,7 @@ def load_var_collection(
     :param file: a path, a URL or an open seekable binary file (left open).
     :param renamer: maps each name in the file to the name it has in ``vc``.
     :param storage_options: options for the storage backend of a URL.
+    :param progress: how to show the bytes read (see :mod:`objio.progress`).
     :raises MissingVariablesError: (a ValueError) ``vc`` has variables the file lacks; the message
         lists them and the file's unused names.
     :raises ShapeMismatchError: (a ValueError and an AssertionError) a stored shape differs.
@@ -69,42 +98,50 @@ def load_var_collection(
     :raises CorruptFileError: the file is not a valid checkpoint.
     """
     where = describe(file)
+    _require_collection(vc, file, "load_tree")
     rename = renamer or (lambda name: name)
-    names_of: dict[int, list[str]] = collections.defaultdict(list)
-    target_of: dict[int, BaseVar] = {}
-    for name, var in vc.items():
-        target = storage_target(var)
-        names_of[id(target)].append(name)
-        target_of[id(target)] = target
-
-    with open_for_read(file, storage_options) as stream, NpzReader(stream, where) as reader:
+    with open_arrays(file, storage_options, progress=progress, action="loaded") as reader:
         index_of = {rename(name): i for i, name in enumerate(reader.names)}
-        plan: list[tuple[BaseVar, str, int]] = []
+        plan: list[tuple[Any, str, int]] = []
         missing: list[str] = []
         used: set[str] = set()
-        for key, names in names_of.items():
+        for target, names in names_by_target(vc):
             found = next((n for n in names if n in index_of), None)
             if found is None:
                 missing += names
             else:
                 used.add(found)
-                plan.append((target_of[key], found, index_of[found]))
+                plan.append((target, found, index_of[found]))
         if missing:
-            unused = sorted(set(index_of) - used)
-            raise MissingVariablesError(
-                f"Missing value for variables currently in the model: {missing} in {where}. "
-                f"The following variables on disk were not used, maybe the missing variable was renamed "
-                f"from one of these: {unused}. Pass renamer= to map the file's names to the model's.",
-                missing=missing,
-                unused=unused,
-            )
-        values = [(var, _checked(reader.read(index), var, name, where)) for var, name, index in plan]
+            raise_missing(missing, sorted(set(index_of) - used), where)
+        values = [(var, checked(reader.read(index), var.value, name, where)) for var, name, index in plan]
 
     for var, value in values:
-        var.assign(_to_device(value, var.value), check=False)
+        var.assign(to_device(value, var.value), check=False)
 
 
-def _to_device(value: np.ndarray, current: Any) -> Any:
+def _require_collection(vc: object, file: FileOrStr, tree_function: str) -> None:
+    """:raises TypeError: ``vc`` is not a collection of variables (a dict of arrays is a pytree)."""
+    if not is_var_collection(vc):
+        raise TypeError(
+            f"expected a VarCollection (objio's or Objax's) for {describe(file)}, got {type(vc).__name__} whose "
+            f"values are not all variables; for a pytree of arrays (a dict of jax arrays, Flax or Equinox state) "
+            f"use objio.{tree_function}"
+        )
+
+
+def raise_missing(missing: list[str], unused: list[str], where: str) -> None:
+    """:raises MissingVariablesError: naming what the file lacks and what it has that nobody asked for."""
+    raise MissingVariablesError(
+        f"Missing value for variables currently in the model: {missing} in {where}. "
+        f"The following variables on disk were not used, maybe the missing variable was renamed "
+        f"from one of these: {unused}. Pass renamer= to map the file's names to the model's.",
+        missing=missing,
+        unused=unused,
+    )
+
+
+def to_device(value: np.ndarray, current: Any) -> Any:
     """``value`` as a jax array placed like the variable's current value (its sharding, if it has one).
 
     On the CPU this adopts the reader's aligned buffer rather than copying it.
@@ -113,13 +150,14 @@ def _to_device(value: np.ndarray, current: Any) -> Any:
     return jax.device_put(value, sharding) if sharding is not None else jax.device_put(value)
 
 
-def _checked(array: np.ndarray, var: BaseVar, name: str, where: str) -> np.ndarray:
-    """``array`` in ``var``'s dtype, or an error naming the variable, the file and the mismatch."""
-    current = var.value
-    if np.shape(current) != array.shape:
+def checked(array: np.ndarray, current: Any, name: str, where: str) -> np.ndarray:
+    """``array`` in the dtype of ``current`` (the variable's value, or anything with a shape and a
+    dtype, such as a ``jax.ShapeDtypeStruct``), or an error naming the variable, the file and the mismatch."""
+    shape = tuple(current.shape) if hasattr(current, "shape") else np.shape(current)
+    if shape != array.shape:
         raise ShapeMismatchError(
             f"Error when restoring variable {name} from {where}: the file holds shape {array.shape}, "
-            f"the variable has shape {np.shape(current)}."
+            f"the variable has shape {shape}."
         )
     dtype = getattr(current, "dtype", None)
     if dtype is None or np.dtype(dtype) == array.dtype:

@@ -1,0 +1,89 @@
+"""One way to read named arrays from a file, whatever its format (npz or safetensors, told by content).
+
+Every reader gives ``names``, ``read(index)`` (only that array's bytes), ``user_metadata`` and
+``where``; :func:`open_arrays` picks one by looking at the file's first bytes, never at its name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import numpy as np
+
+from objio.codec import NpzReader
+from objio.io._files import FileOrStr, describe, open_for_read
+from objio.progress import Progress
+
+__all__ = ["ArrayReader", "check_metadata", "open_arrays"]
+
+
+class ArrayReader(Protocol):
+    """Named arrays in a file, read one at a time."""
+
+    where: str
+    names: list[str]
+
+    @property
+    def user_metadata(self) -> dict[str, Any] | None: ...
+
+    def read(self, index: int) -> np.ndarray: ...
+
+
+@contextlib.contextmanager
+def open_arrays(
+    file: FileOrStr,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    progress: Progress = False,
+    action: str | None = None,
+) -> Iterator[ArrayReader]:
+    """Yield a reader over ``file`` (a path, URL or open seekable binary file), npz or safetensors.
+
+    :param progress: how to show the bytes read (see :mod:`objio.progress`); a memory-mapped
+        safetensors file reads outside the stream, so it shows none.
+    :param action: what the INFO log line says on success (``"loaded"``); ``None`` logs nothing.
+    """
+    from objio.io import safetensors_io  # its package is optional: imported only when a file needs it
+
+    where = describe(file)
+    with open_for_read(file, storage_options, progress=progress, action=action) as stream:
+        if safetensors_io.looks_like_safetensors(stream):
+            with safetensors_io.SafetensorsReader(stream, where, local_path=_local_path(file)) as st:
+                yield st
+        else:
+            with NpzReader(stream, where) as npz:
+                yield npz
+
+
+def _local_path(file: FileOrStr) -> str | None:
+    """The file system path of ``file`` if it is a local file (so it can be memory-mapped), else None."""
+    if not isinstance(file, (str, os.PathLike)):
+        return None
+    text = os.fspath(file)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    elif "://" in text:
+        return None
+    return text if os.path.isfile(text) else None
+
+
+def check_metadata(metadata: Any) -> dict[str, Any] | None:
+    """``metadata`` after checking that it is a JSON-serialisable dict (before anything is written).
+
+    :raises TypeError: not a dict, or a value JSON cannot represent (the message names it).
+    """
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict of JSON-serialisable values, got {type(metadata).__name__}")
+    try:
+        text = json.dumps(metadata)
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"metadata must be JSON-serialisable ({e}); convert arrays with .tolist() and numpy scalars with float()"
+        ) from e
+    return dict(json.loads(text))  # what a reader will get back (tuples become lists, keys become str)

@@ -1,0 +1,238 @@
+"""save_tree and load_tree: any JAX pytree of arrays (Flax params, Equinox modules, nested dicts) to one file.
+
+Each array leaf is stored under a name made from its key path, one segment per level, joined by
+``/``: ``{'params': {'dense': {'kernel': w}}}`` gives ``params/dense/kernel``, and
+``{'layers': [{'w': w}]}`` gives ``layers/0/w``. The rule, chosen so no two leaves ever get the same
+name (and a name can be read back into its path):
+
+- a list or tuple position (and the index of a pytree node without keys) is written in decimal: ``0``;
+- a dict key or an attribute name (Equinox, dataclasses) is written as it is, except that ``~``
+  becomes ``~0`` and ``/`` becomes ``~1`` (as in JSON Pointer, RFC 6901), and a key that would read
+  as a position (all digits) or is empty gets the prefix ``~s``: the key ``"0"`` is ``~s0``;
+- an ``int`` dict key is written ``~i`` then the number: ``{3: w}`` gives ``~i3``;
+- a leaf at the root (the tree is one array) has the empty name.
+
+Leaves that are arrays (``jax.Array``, ``numpy.ndarray``, numpy scalars) or Python numbers are
+stored; other leaves (an Equinox module's activation function, a string) are not, and
+:func:`load_tree` with ``like`` gives them back from ``like`` unchanged. Files are plain npz
+(``np.load`` reads them) unless saved as safetensors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+from jax import tree_util
+
+from objio.codec import write_npz
+from objio.io._arrays import check_metadata, open_arrays
+from objio.io._duck import is_var_collection, is_variable
+from objio.io._files import FileOrStr, describe, open_for_write
+from objio.io.save_load import checked, raise_missing
+from objio.progress import Progress
+
+__all__ = ["leaf_names", "load_tree", "save_tree"]
+
+Format = Literal["npz", "safetensors"]
+_NUMBERS = (bool, int, float, complex)
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def save_tree(
+    file: FileOrStr,
+    tree: Any,
+    *,
+    metadata: dict[str, Any] | None = None,
+    format: Format | None = None,
+    storage_options: dict[str, Any] | None = None,
+    progress: Progress = None,
+) -> None:
+    """Save the array leaves of ``tree`` to ``file``, each under the name of its key path (see the module doc).
+
+    >>> import objio, jax.numpy as jnp
+    >>> params = {'dense': {'kernel': jnp.ones((2, 3)), 'bias': jnp.zeros(3)}, 'layers': [jnp.ones(1)]}
+    >>> objio.save_tree('memory://doc/tree.npz', params, metadata={'step': 10})
+    >>> sorted(objio.load_tree('memory://doc/tree.npz'))
+    ['dense', 'layers']
+
+    :param file: a path, a URL or an open binary file (left open); a path or URL is written atomically.
+    :param metadata: a JSON-serialisable dict stored in the file (:func:`objio.read_metadata` reads it).
+    :param format: ``"npz"`` or ``"safetensors"``; by default safetensors if the name ends with
+        ``.safetensors``, else npz.
+    :param storage_options: options for the storage backend of a URL.
+    :param progress: how to show the bytes written (see :mod:`objio.progress`).
+    :raises TypeError: ``metadata`` is not JSON-serialisable, or ``tree`` holds variables (save those
+        with :func:`objio.io.save_var_collection`); raised before anything is written.
+    """
+    metadata = check_metadata(metadata)
+    if is_var_collection(tree):
+        raise TypeError(
+            f"save_tree got a collection of variables for {describe(file)}; "
+            f"save it with objio.io.save_var_collection (or pass a pytree of arrays)"
+        )
+    names, leaves = [], []
+    for path, leaf in tree_util.tree_flatten_with_path(tree)[0]:
+        if is_variable(leaf):
+            raise TypeError(
+                f"save_tree: the leaf {leaf_name(path)!r} is a variable ({type(leaf).__name__}), not an array; "
+                f"pass its .value, or save a collection with objio.io.save_var_collection"
+            )
+        if _is_stored(leaf):
+            names.append(leaf_name(path))
+            leaves.append(leaf)
+    chosen = format or _format_of(file)
+    total = sum(int(np.asarray(leaf).nbytes) if isinstance(leaf, _NUMBERS) else int(leaf.nbytes) for leaf in leaves)
+    with open_for_write(file, storage_options, progress=progress, total=total, action="saved") as stream:
+        if chosen == "safetensors":
+            from objio.io.safetensors_io import write_safetensors
+
+            write_safetensors(stream, names, leaves, where=describe(file), metadata=metadata)
+        elif chosen == "npz":
+            write_npz(stream, names, leaves, where=describe(file), metadata=metadata)
+        else:
+            raise ValueError(f"format must be 'npz' or 'safetensors', got {chosen!r}")
+
+
+def load_tree(
+    file: FileOrStr, like: Any = None, *, storage_options: dict[str, Any] | None = None, progress: Progress = None
+) -> Any:
+    """Load a pytree from ``file`` (npz or safetensors, told by content).
+
+    With ``like`` (a pytree of the same structure: arrays, ``jax.ShapeDtypeStruct``\\ s, numbers),
+    the result has ``like``'s structure; each leaf takes its dtype (cast as
+    :func:`objio.io.load_var_collection` does) and, for jax arrays and ``ShapeDtypeStruct``\\ s, its
+    sharding. Only the arrays ``like`` needs are read. Without ``like``, the result is nested dicts
+    rebuilt from the names (lists where the positions are 0, 1, ... n-1), holding numpy arrays.
+
+    :param file: a path, a URL or an open seekable binary file (left open).
+    :param like: the structure, dtypes and shardings wanted.
+    :param storage_options: options for the storage backend of a URL.
+    :param progress: how to show the bytes read (see :mod:`objio.progress`).
+    :raises MissingVariablesError: ``like`` has leaves the file lacks; the message lists the file's unused names.
+    :raises ShapeMismatchError: a stored shape differs from the leaf's.
+    :raises DtypeMismatchError: a stored dtype cannot be cast to the leaf's.
+    """
+    if like is None:
+        return _load_nested(file, storage_options, progress)
+    where = describe(file)
+    flat, treedef = tree_util.tree_flatten_with_path(like)
+    wanted = {i: leaf_name(path) for i, (path, leaf) in enumerate(flat) if _is_stored(leaf) or _is_spec(leaf)}
+    with open_arrays(file, storage_options, progress=progress, action="loaded") as reader:
+        index_of = {name: i for i, name in enumerate(reader.names)}
+        missing = [name for name in wanted.values() if name not in index_of]
+        if missing:
+            raise_missing(missing, sorted(set(index_of) - set(wanted.values())), where)
+        arrays = {i: checked(reader.read(index_of[name]), flat[i][1], name, where) for i, name in wanted.items()}
+    leaves = [_like_leaf(arrays[i], leaf) if i in arrays else leaf for i, (_, leaf) in enumerate(flat)]
+    return tree_util.tree_unflatten(treedef, leaves)
+
+
+def leaf_names(tree: Any) -> list[str]:
+    """The name each stored leaf of ``tree`` gets in a file, in flattening order.
+
+    >>> leaf_names({'a/b': 1.0, 'layers': [0.0, 0.0], '0': 0.0, 'ids': {3: 0.0}})
+    ['~s0', 'a~1b', 'ids/~i3', 'layers/0', 'layers/1']
+    """
+    return [leaf_name(path) for path, leaf in tree_util.tree_flatten_with_path(tree)[0] if _is_stored(leaf)]
+
+
+def leaf_name(path: tuple[Any, ...]) -> str:
+    """The name of the leaf at key path ``path`` (from ``jax.tree_util.tree_flatten_with_path``)."""
+    return "/".join(_segment(entry, path) for entry in path)
+
+
+def _segment(entry: Any, path: tuple[Any, ...]) -> str:
+    if isinstance(entry, tree_util.SequenceKey):
+        return str(entry.idx)
+    if isinstance(entry, tree_util.FlattenedIndexKey):
+        return str(entry.key)
+    key = entry.key if isinstance(entry, tree_util.DictKey) else getattr(entry, "name", None)
+    if isinstance(key, int) and not isinstance(key, bool):
+        return f"~i{key}"
+    if not isinstance(key, str):
+        raise TypeError(
+            f"save_tree names leaves by their path, and the key {key!r} in {tree_util.keystr(path)} is neither "
+            f"a str nor an int; use str keys"
+        )
+    text = key.replace("~", "~0").replace("/", "~1")
+    return "~s" + text if not text or _DIGITS.fullmatch(text) else text
+
+
+def _parse_segment(segment: str) -> str | int:
+    """The dict key (str or int) or list position (int) a name segment stands for."""
+    if segment.startswith("~s"):
+        segment = segment[2:]
+    elif segment.startswith("~i"):
+        return int(segment[2:])
+    elif _DIGITS.fullmatch(segment):
+        return int(segment)
+    return segment.replace("~1", "/").replace("~0", "~")
+
+
+def _load_nested(file: FileOrStr, storage_options: dict[str, Any] | None, progress: Progress) -> Any:
+    with open_arrays(file, storage_options, progress=progress, action="loaded") as reader:
+        arrays = {name: reader.read(i) for i, name in enumerate(reader.names)}
+    if list(arrays) == [""]:  # the whole tree was one array
+        return arrays[""]
+    root: dict[str, Any] = {}
+    for name, array in arrays.items():
+        node = root
+        *parents, last = name.split("/")
+        for segment in parents:
+            child = node.setdefault(segment, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"{describe(file)}: {name!r} is below {segment!r}, which is an array")
+            node = child
+        node[last] = array
+    return _rebuild(root)
+
+
+def _rebuild(node: Any) -> Any:
+    """Raw segments to keys; a node whose keys are exactly the positions 0 ... n-1 becomes a list."""
+    if not isinstance(node, dict):
+        return node
+    items = {segment: _rebuild(child) for segment, child in node.items()}
+    if items and all(_DIGITS.fullmatch(s) for s in items) and sorted(map(int, items)) == list(range(len(items))):
+        return [items[s] for s in sorted(items, key=int)]
+    return {_parse_segment(segment): child for segment, child in items.items()}
+
+
+def _is_stored(leaf: Any) -> bool:
+    return isinstance(leaf, (np.ndarray, np.generic, *_NUMBERS)) or _is_jax_array(leaf)
+
+
+def _is_jax_array(leaf: Any) -> bool:
+    import jax
+
+    return isinstance(leaf, jax.Array)
+
+
+def _is_spec(leaf: Any) -> bool:
+    import jax
+
+    return isinstance(leaf, jax.ShapeDtypeStruct)
+
+
+def _like_leaf(array: np.ndarray, leaf: Any) -> Any:
+    """``array`` as the kind of thing ``leaf`` is: a jax array on its sharding, a numpy array, a number."""
+    if _is_jax_array(leaf) or _is_spec(leaf):
+        import jax
+
+        sharding = getattr(leaf, "sharding", None)
+        return jax.device_put(array, sharding) if sharding is not None else jax.device_put(array)
+    if isinstance(leaf, _NUMBERS):
+        convert: Callable[[Any], Any] = type(leaf)
+        return convert(array.item())
+    if isinstance(leaf, np.generic):
+        return array[()]
+    return array
+
+
+def _format_of(file: FileOrStr) -> Format:
+    if isinstance(file, (str, os.PathLike)) and os.fspath(file).endswith(".safetensors"):
+        return "safetensors"
+    return "npz"
