@@ -396,12 +396,16 @@ def _assert_restored(step: dict[str, Any]) -> None:
     assert step["mismatches"] == []
 
 
-def test_restore_on_the_same_topology(jobs: Jobs) -> None:
+def check_restore_on_the_same_topology(jobs: Jobs) -> None:
     total = sum(jobs.storage.size(k) for k in jobs.storage.list("ckpt/0000000001"))
     for process in (0, 1):
         step = jobs.step(jobs.a, process, 1, "a")
         _assert_restored(step)
         assert 0 < step["read"] < total  # only its own shards' ranges, the directories and the manifest
+
+
+def test_restore_on_the_same_topology(jobs: Jobs) -> None:
+    check_restore_on_the_same_topology(jobs)
 
 
 def test_restore_on_4_processes_of_1_device_in_a_new_job(jobs: Jobs) -> None:
