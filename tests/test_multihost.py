@@ -565,6 +565,20 @@ def test_a_box_inside_a_wide_shard_reads_only_its_rows(storage: Any) -> None:
     assert counting.read < 4096  # the zip directory, two npy headers and two 40-byte runs
 
 
+def test_a_damaged_shard_fails_its_crc_check(storage: Any) -> None:
+    from objio.multihost import load_manifest, load_sharded, save_sharded
+
+    save_sharded(storage, "d.npz", {"a": np.arange(100, dtype=np.int64)})
+    part = load_manifest(storage, "d.npz").parts[0]
+    with storage.open_reader(part) as f:
+        data = bytearray(f.read())
+    data[data.index(np.int64(42).tobytes())] ^= 1  # one bit of element 42
+    with storage.open_writer(part) as f:
+        f.write(bytes(data))
+    with pytest.raises(CorruptFileError, match=r"0.npy fails its CRC-32 check"):
+        load_sharded(storage, "d.npz", {"a": None})
+
+
 def test_restore_of_unknown_names_says_which(storage: Any) -> None:
     from objio.multihost import load_sharded, save_sharded
 

@@ -6,6 +6,7 @@ import contextlib
 import math
 import struct
 import zipfile
+import zlib
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, BinaryIO
@@ -21,6 +22,7 @@ from objio.storage import Storage, join_url
 # it fetches at most this many times the bytes needed, or is this small: fewer, larger requests.
 _SLAB_OVERFETCH = 4
 _SLAB_SMALL = 1 << 20
+_CHUNK = 16 << 20  # bytes per read call of a whole shard
 
 
 def load_manifest(storage: Storage, key: str) -> Manifest:
@@ -86,7 +88,7 @@ class PartReader:
         self._where = where
         self._stack = contextlib.ExitStack()
         self._open: dict[int, tuple[BinaryIO, dict[str, zipfile.ZipInfo], str]] = {}
-        self._offsets: dict[tuple[int, int], int] = {}
+        self._offsets: dict[tuple[int, int], tuple[int, int, int]] = {}
 
     def __enter__(self) -> PartReader:
         return self
@@ -101,9 +103,12 @@ class PartReader:
             overlap = tuple((max(a, c), min(b, d)) for (a, b), (c, d) in zip(shard.box, box, strict=True))
             if any(a >= b for a, b in overlap):
                 continue
-            data_start = self._data_offset(entry, shard.part, shard.member, shard.box)
+            header_start, data_start, crc = self._locate(entry, shard.part, shard.member, shard.box)
             stream, _, where = self._part(shard.part)
-            _read_overlap(stream, data_start, shard.box, overlap, out, box, where)
+            if overlap == shard.box:  # the whole shard: one read, and its CRC checked on the way
+                _read_whole(stream, header_start, data_start, crc, out, _slices(overlap, box), where, shard.member)
+            else:
+                _read_overlap(stream, data_start, shard.box, overlap, out, box, where)
         return out
 
     def _part(self, part: int) -> tuple[BinaryIO, dict[str, zipfile.ZipInfo], str]:
@@ -119,8 +124,11 @@ class PartReader:
             self._open[part] = (stream, members, where)
         return self._open[part]
 
-    def _data_offset(self, entry: ArrayEntry, part: int, member: int, box: Box) -> int:
-        """Where the shard's data starts in its part file, after checking its npy header against the manifest."""
+    def _locate(self, entry: ArrayEntry, part: int, member: int, box: Box) -> tuple[int, int, int]:
+        """Where the shard's npy header and data start in its part file, and its CRC-32.
+
+        The npy header is checked against the manifest first.
+        """
         if (part, member) in self._offsets:
             return self._offsets[part, member]
         stream, members, where = self._part(part)
@@ -159,8 +167,47 @@ class PartReader:
             )
         if data_start + nbytes > start + info.file_size:
             raise CorruptFileError(f"{where}: {name} is shorter than its header declares", where, name)
-        self._offsets[part, member] = data_start
-        return data_start
+        self._offsets[part, member] = (start, data_start, info.CRC)
+        return self._offsets[part, member]
+
+
+def _slices(inner: Box, outer: Box) -> tuple[slice, ...]:
+    """Where ``inner`` (global coordinates) lies in an array that holds ``outer``."""
+    return tuple(slice(a - s, b - s) for (a, b), (s, _) in zip(inner, outer, strict=True))
+
+
+def _read_whole(
+    stream: BinaryIO,
+    header_start: int,
+    data_start: int,
+    crc: int,
+    out: np.ndarray,
+    dest: tuple[slice, ...],
+    where: str,
+    member: int,
+) -> None:
+    """Read a whole saved shard into ``out[dest]`` (in place when that is contiguous) and check its CRC-32."""
+    target = out[dest + (Ellipsis,)]  # a view, also of a 0-d array
+    buffer = target if target.flags.c_contiguous else np.empty_like(target)
+    stream.seek(header_start)
+    computed = zlib.crc32(stream.read(data_start - header_start))
+    data = buffer.reshape(-1).view(np.uint8)
+    stream.seek(data_start)
+    filled = 0
+    while filled < data.size:
+        n = stream.readinto(data[filled : filled + _CHUNK].data)  # type: ignore[attr-defined]
+        if not n:
+            raise CorruptFileError(f"{where}: {member}.npy ends early, after {filled} bytes of data", where)
+        computed = zlib.crc32(data[filled : filled + n].data, computed)  # while the chunk is still in cache
+        filled += n
+    if computed != crc:
+        raise CorruptFileError(
+            f"{where}: {member}.npy fails its CRC-32 check: the data was damaged after it was written",
+            where,
+            f"{member}.npy",
+        )
+    if buffer is not target:
+        out[dest] = buffer
 
 
 def _read_overlap(
@@ -170,7 +217,7 @@ def _read_overlap(
     itemsize = out.dtype.itemsize
     shard_shape = [b - a for a, b in shard]
     local = [(a - s, b - s) for (a, b), (s, _) in zip(overlap, shard, strict=True)]
-    dest = tuple(slice(a - s, b - s) for (a, b), (s, _) in zip(overlap, box, strict=True))
+    dest = _slices(overlap, box)
     if not shard_shape:  # a scalar
         out[()] = _read(stream, data_start, itemsize, out.dtype, (), where)
         return
