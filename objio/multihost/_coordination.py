@@ -17,11 +17,12 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
+import time
 from typing import Any
 
 import jax
 
-from objio.errors import ObjioError
+from objio.errors import ObjectExistsError, ObjioError
 
 OK = "ok"
 COMMITTED = "committed"
@@ -61,14 +62,13 @@ class SaveCoordinator:
         self._number = next(_save_numbers)
         self._prefix = f"{_PREFIX}/{self._number}"
 
-    def _get(self, name: str, waiting_for: str) -> str:
+    def _get(self, name: str, waiting_for: str, timeout_ms: int, consequence: str = "nothing was committed") -> str:
         try:
-            return str(self._client.blocking_key_value_get(f"{self._prefix}/{name}", self._timeout_ms))
+            return str(self._client.blocking_key_value_get(f"{self._prefix}/{name}", max(1, timeout_ms)))
         except Exception as e:  # noqa: BLE001 - jaxlib raises its own runtime error type for a timeout
             raise SaveAbortedError(
                 f"multi-process save of {self.where}: {waiting_for} did not answer within "
-                f"{self._timeout_ms / 1000:g} s ({e}); nothing was committed. If the process is alive "
-                f"but slow, raise timeout_s"
+                f"{timeout_ms / 1000:g} s ({e}); {consequence}. If the process is alive but slow, raise timeout_s"
             ) from e
 
     def _set(self, name: str, value: str) -> None:
@@ -82,7 +82,7 @@ class SaveCoordinator:
             save_id = secrets.token_hex(8)
             self._set("save_id", save_id)
             return save_id
-        return self._get("save_id", "process 0 (the save's id)")
+        return self._get("save_id", "process 0 (the save's id)", self._timeout_ms)
 
     def report(self, status: str) -> None:
         """Tell process 0 that this process's part is committed (``OK``) or why it is not."""
@@ -90,10 +90,14 @@ class SaveCoordinator:
             self._set(f"status/{self.process}", status)
 
     def gather(self) -> dict[int, Any]:
-        """Process 0: wait for every process's status, in order; raise at the first failure."""
+        """Process 0: wait (up to ``timeout_s`` in all) for every process's status; raise at the first failure."""
         statuses: dict[int, Any] = {}
+        deadline = time.monotonic() + self._timeout_ms / 1000
         for process in range(1, self.process_count):
-            status = self._get(f"status/{process}", f"process {process}")
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            status = self._get(f"status/{process}", f"process {process}", remaining_ms)
+            if status.startswith(ObjectExistsError.__name__):  # it found the checkpoint already there
+                raise ObjectExistsError(f"{self.where} already exists and this save is create-only", self.where)
             if not status.startswith(OK):
                 raise SaveAbortedError(f"multi-process save of {self.where}: process {process} failed: {status}")
             statuses[process] = json.loads(status[len(OK) :] or "null")
@@ -109,4 +113,7 @@ class SaveCoordinator:
 
     def wait_for_outcome(self) -> str:
         """A process other than 0: wait until process 0 says whether the checkpoint is committed."""
-        return self._get("outcome", "process 0 (the commit)")
+        # Process 0 may wait up to timeout_s for the slowest part after finishing its own, so wait longer.
+        return self._get(
+            "outcome", "process 0 (the commit)", 2 * self._timeout_ms, "the checkpoint may or may not be committed"
+        )

@@ -68,7 +68,8 @@ def save_sharded(
     :param key: the commit object's key, such as ``"ckpt/0000000007.npz"``.
     :param named_arrays: name → :class:`jax.Array` (or a host array, scalar, ...).
     :param if_absent: fail if ``key`` exists (a zombie job) instead of replacing it.
-    :param timeout_s: how long to wait for the slowest process before giving up.
+    :param timeout_s: how long process 0 waits for the other processes' parts (the others wait up to
+        twice as long for the commit) before giving up.
     :raises ObjectExistsError: in every process, when ``key`` exists and ``if_absent`` is set.
     :raises SaveAbortedError: in every process but the one that failed (which raises its own
         error), when any process failed, was killed or timed out. Nothing was committed.
