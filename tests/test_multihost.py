@@ -468,7 +468,7 @@ def check_a_killed_process(jobs: Jobs) -> None:
     assert len(jobs.a[1]) == 4, "process 1 should have died in its 5th step"
     survivor = jobs.step(jobs.a, 0, 4, "a")
     assert survivor["outcome"] == "SaveAbortedError"
-    assert "process 1 did not answer within 10 s" in survivor["message"]
+    assert "process 1 did not answer within timeout_s=10 s" in survivor["message"]
     assert _key(3) not in jobs.keys_after_a
     assert jobs.indices_after_a == [1]  # neither failed save is listed; the parts they left are not either
     assert any(k.startswith("ckpt/0000000003.parts/") for k in jobs.keys_after_a)

@@ -67,8 +67,8 @@ class SaveCoordinator:
             return str(self._client.blocking_key_value_get(f"{self._prefix}/{name}", max(1, timeout_ms)))
         except Exception as e:  # noqa: BLE001 - jaxlib raises its own runtime error type for a timeout
             raise SaveAbortedError(
-                f"multi-process save of {self.where}: {waiting_for} did not answer within "
-                f"{timeout_ms / 1000:g} s ({e}); {consequence}. If the process is alive but slow, raise timeout_s"
+                f"multi-process save of {self.where}: {waiting_for} did not answer within timeout_s="
+                f"{self._timeout_ms / 1000:g} s ({e}); {consequence}. If the process is alive but slow, raise timeout_s"
             ) from e
 
     def _set(self, name: str, value: str) -> None:
