@@ -525,6 +525,57 @@ def test_the_commit_object_is_an_npz_with_no_arrays(jobs: Jobs) -> None:
         objio.io.load_var_collection(f"{jobs.url}/{_key(1)}", vc)
 
 
+_OBJAX_SCRIPT = """
+import json, sys, warnings
+warnings.simplefilter("ignore")
+import jax.numpy as jnp, numpy as np, objax
+logdir, consolidated = sys.argv[1], sys.argv[2]
+def model():
+    return objax.VarCollection({
+        "x": objax.TrainVar(jnp.zeros((8, 6), jnp.float32)),
+        "xn": objax.StateVar(jnp.zeros((8, 4), jnp.int32)),
+        "rep": objax.TrainVar(jnp.zeros(6, jnp.float32)),
+        "step": objax.StateVar(jnp.zeros((), jnp.int32)),
+    })
+try:
+    objax.io.Checkpoint(logdir, keep_ckpts=5).restore(model())
+    restore = "restored"
+except Exception as e:
+    restore = f"{type(e).__name__}: {e}"
+vc = model()
+objax.io.load_var_collection(consolidated, vc)
+print(json.dumps({"restore": restore, "values": {k: np.asarray(v.value).tolist() for k, v in vc.items()}}))
+"""
+
+
+def test_objax_refuses_the_commit_object_and_loads_the_consolidated_file(jobs: Jobs, tmp_path: Path) -> None:
+    import objio
+    from objio.multihost import consolidate
+
+    objax_python = os.environ.get("OBJIO_OBJAX_PYTHON")
+    if not objax_python:
+        pytest.skip("set OBJIO_OBJAX_PYTHON to the Python of an Objax 1.8 environment")
+    logdir = tmp_path / "objax-run"
+    consolidate(jobs.storage, _key(1), objio.open_storage(str(logdir)), _key(1))  # Objax's layout, consolidated
+    multihost_logdir = Path(jobs.url)  # holds commit objects 1 and 2 and their parts
+    done = subprocess.run(
+        [objax_python, "-c", _OBJAX_SCRIPT, str(multihost_logdir), str(logdir / _key(1))],
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # Objax finds commit object 2 (the latest), which holds no names: it says so, it loads nothing.
+    assert result["restore"].startswith(
+        "ValueError: Missing value for variables currently in the model: ['x', 'xn', 'rep', 'step']"
+    )
+    want = model(1)
+    for name, values in result["values"].items():
+        assert np.array_equal(np.asarray(values, dtype=want[name].dtype), want[name]), name
+
+
 # ---------------------------------------------------------------- in one plain process, no jobs
 
 
