@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -26,6 +27,8 @@ from objio.multihost._layout import (
     relative_to_folder,
 )
 from objio.storage import Storage, check_key, join_url
+
+logger = logging.getLogger("objio")
 
 _EXISTS = "exists: "
 DEFAULT_TIMEOUT_S = 1800.0
@@ -77,11 +80,12 @@ def save_sharded(
     check_key(key)
     where = join_url(storage.url, key)
     coordinator = SaveCoordinator(where, timeout_s)
-    plan = [_plan(name, value) for name, value in named_arrays.items()]
     save_id = coordinator.agree_on_save_id()
     failure: BaseException | None = None
     members = 0
-    try:
+    plan: list[_Planned] = []
+    try:  # whatever fails from here on is reported, so no process waits for this one in vain
+        plan = [_plan(name, value) for name, value in named_arrays.items()]
         if if_absent and storage.exists(key):  # spare a zombie job from writing its parts
             raise ObjectExistsError(f"{where} already exists and this save is create-only; nothing was written", where)
         members = _write_part(storage, part_key(key, save_id, coordinator.process), plan, coordinator.process)
@@ -109,7 +113,10 @@ def save_sharded(
         coordinator.announce(f"failed: {type(e).__name__}: {e}")
         raise
     coordinator.announce(COMMITTED)
-    _delete_other_attempts(storage, key, save_id)
+    try:
+        _delete_other_attempts(storage, key, save_id)
+    except OSError as e:  # the checkpoint is committed: leftovers are only untidy, delete_uncommitted can retry
+        logger.warning("committed %s but could not remove the parts of failed saves: %s", where, e)
 
 
 def _raise_unless_committed(outcome: str, where: str) -> None:
