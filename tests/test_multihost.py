@@ -664,6 +664,19 @@ def test_a_manifest_whose_shards_do_not_tile_the_array_is_corrupt(storage: Any) 
         load_sharded(storage, "p.npz", {"a": None})
 
 
+def test_uncommitted_parts_are_those_no_commit_lists(storage: Any) -> None:
+    from objio.multihost import save_sharded, uncommitted_parts
+
+    save_sharded(storage, "ckpt/0000000001.npz", {"a": np.ones(3)})
+    for leftover in ("ckpt/0000000001.parts/dead/00001.npz", "ckpt/0000000002.parts/dead/00000.npz"):
+        with storage.open_writer(leftover) as stream:
+            stream.write(b"partial")
+    assert uncommitted_parts(storage, "ckpt/") == [
+        "ckpt/0000000001.parts/dead/00001.npz",
+        "ckpt/0000000002.parts/dead/00000.npz",
+    ]
+
+
 def test_delete_removes_the_commit_then_the_parts(storage: Any) -> None:
     from objio.multihost import delete_sharded, delete_uncommitted, save_sharded
 

@@ -17,7 +17,7 @@ array([[0., 1., 2.],
        [3., 4., 5.]])
 """
 
-from objio.multihost._cleanup import delete_sharded, delete_uncommitted
+from objio.multihost._cleanup import delete_sharded, delete_uncommitted, uncommitted_parts
 from objio.multihost._consolidate import consolidate
 from objio.multihost._coordination import SaveAbortedError
 from objio.multihost._layout import ArrayEntry, Manifest, ShardEntry, parts_folder
@@ -38,4 +38,5 @@ __all__ = [
     "load_sharded",
     "parts_folder",
     "save_sharded",
+    "uncommitted_parts",
 ]

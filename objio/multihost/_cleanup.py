@@ -15,6 +15,29 @@ def delete_sharded(storage: Storage, key: str) -> None:
         storage.delete(part)
 
 
+def uncommitted_parts(storage: Storage, prefix: str = "") -> list[str]:
+    """Keys of the parts below ``prefix`` that no commit object lists: what failed saves left.
+
+    For ``objio gc``: it deletes nothing. A save that is running has uncommitted parts too, so delete
+    these only when no job writes to ``prefix`` (or only those old enough to be from a dead job).
+    """
+    found: list[str] = []
+    by_commit: dict[str, list[str]] = {}
+    for key in storage.list(prefix):
+        folder, marker, _ = key.partition(".parts/")
+        if marker:
+            by_commit.setdefault(f"{folder}.npz", []).append(key)
+    for commit, parts in by_commit.items():
+        keep: set[str] = set()
+        if storage.exists(commit):
+            try:
+                keep = {resolve(folder_of(commit), part) for part in load_manifest(storage, commit).parts}
+            except CorruptFileError:  # not ours to judge: leave them
+                keep = set(parts)
+        found.extend(part for part in parts if part not in keep)
+    return sorted(found)
+
+
 def delete_uncommitted(storage: Storage, key: str) -> list[str]:
     """Delete the parts below ``key``'s parts folder that its commit object does not list.
 
