@@ -213,14 +213,14 @@ def _read_whole(
 def _read_overlap(
     stream: BinaryIO, data_start: int, shard: Box, overlap: Box, out: np.ndarray, box: Box, where: str
 ) -> None:
-    """Copy ``overlap`` (global coordinates) from a saved shard's C-order bytes into ``out`` (holding ``box``)."""
+    """Copy ``overlap`` (global coordinates), a strict part of a saved shard, into ``out`` (holding ``box``).
+
+    A scalar's shard is always read whole, so ``shard`` has at least one dimension here.
+    """
     itemsize = out.dtype.itemsize
     shard_shape = [b - a for a, b in shard]
     local = [(a - s, b - s) for (a, b), (s, _) in zip(overlap, shard, strict=True)]
     dest = _slices(overlap, box)
-    if not shard_shape:  # a scalar
-        out[()] = _read(stream, data_start, itemsize, out.dtype, (), where)
-        return
     row_bytes = math.prod(shard_shape[1:]) * itemsize  # one index of dimension 0, all the rest
     needed = math.prod(b - a for a, b in local) * itemsize
     rows = local[0][1] - local[0][0]
