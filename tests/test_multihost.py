@@ -30,6 +30,12 @@ SAVE_TOPOLOGY = {
     "axes": ["x"],
     "specs": {"x": ["x"], "xn": ["x", None], "nx": [None, "x"], "rep": [], "step": []},
 }
+# Job B saves on a 2x2 mesh where most arrays are replicated along one axis: replica 0 only, still.
+REPLICATED_TOPOLOGY = {
+    "mesh": [2, 2],
+    "axes": ["a", "b"],
+    "specs": {"x": ["a"], "xn": [None, "b"], "nx": ["b", "a"], "rep": [], "step": []},
+}
 # Restore (c): one process with 4 devices on a 2x2 mesh, every array laid out differently.
 OTHER_TOPOLOGY = {
     "mesh": [2, 2],
@@ -155,7 +161,9 @@ def _run_step(step: dict[str, Any], storage: _CountingStorage, process: int) -> 
         if step["do"] == "save":
             arrays = {
                 name: jax.make_array_from_callback(
-                    value.shape, _sharding(SAVE_TOPOLOGY, name), lambda index, value=value: value[index]
+                    value.shape,
+                    _sharding(step.get("topology", SAVE_TOPOLOGY), name),
+                    lambda index, value=value: value[index],
                 )
                 for name, value in expected.items()
             }
@@ -319,7 +327,7 @@ class Jobs:
             1,
             [
                 {"do": "restore", "idx": 1, "topology": SAVE_TOPOLOGY},
-                {"do": "save", "idx": 2},
+                {"do": "save", "idx": 2, "topology": REPLICATED_TOPOLOGY},
                 {"do": "restore", "idx": 2, "topology": SAVE_TOPOLOGY},
             ],
         )
@@ -489,6 +497,11 @@ def check_retry_removes_leftover_parts(jobs: Jobs) -> None:
     assert jobs.storage.list("ckpt/0000000002.parts/") == [f"ckpt/{p}" for p in manifest.parts]
     written = [jobs.step(jobs.b, p, 1, "b")["written"] for p in range(4)]
     assert sum(written) == sum(jobs.storage.size(f"ckpt/{p}") for p in manifest.parts)
+    data_bytes = 0
+    for part in manifest.parts:
+        with jobs.storage.open_reader(f"ckpt/{part}") as stream, np.load(stream) as npz:
+            data_bytes += sum(npz[str(i)].nbytes for i in range(len(npz["names"])))
+    assert data_bytes == unique_bytes(2)  # x is on 2 of 4 devices twice over, yet written once
 
 
 def test_a_retry_removes_the_parts_a_failed_save_left(jobs: Jobs) -> None:
