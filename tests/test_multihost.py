@@ -331,6 +331,9 @@ class Jobs:
                 {"do": "restore", "idx": 2, "topology": SAVE_TOPOLOGY},
             ],
         )
+        # An ordinary single-file checkpoint, as a one-process job (or Objax) writes it.
+        plain = objio.VarCollection({name: objio.TrainVar(value) for name, value in model(5).items()})
+        objio.io.save_var_collection(f"{url}/{_key(5)}", plain)
         # Job C, 1 process x 4 devices, another mesh and other PartitionSpecs.
         self.c = run_job(
             folder / "c",
@@ -340,6 +343,7 @@ class Jobs:
             [
                 {"do": "restore", "idx": 1, "topology": OTHER_TOPOLOGY},
                 {"do": "restore", "idx": 2, "topology": OTHER_TOPOLOGY},
+                {"do": "restore", "idx": 5, "topology": OTHER_TOPOLOGY},
             ],
         )
 
@@ -425,6 +429,10 @@ def test_restore_on_4_processes_of_1_device_in_a_new_job(jobs: Jobs) -> None:
 def test_restore_on_1_process_with_another_sharding(jobs: Jobs) -> None:
     _assert_restored(jobs.step(jobs.c, 0, 0, "c"))
     _assert_restored(jobs.step(jobs.c, 0, 1, "c"))
+
+
+def test_restore_of_a_single_file_checkpoint_onto_4_devices(jobs: Jobs) -> None:
+    _assert_restored(jobs.step(jobs.c, 0, 2, "c"))
 
 
 def check_restore_in_a_plain_process(jobs: Jobs) -> None:
@@ -551,7 +559,7 @@ def model():
         "step": objax.StateVar(jnp.zeros((), jnp.int32)),
     })
 try:
-    objax.io.Checkpoint(logdir, keep_ckpts=5).restore(model())
+    objax.io.Checkpoint(logdir, keep_ckpts=5).restore(model(), idx=2)
     restore = "restored"
 except Exception as e:
     restore = f"{type(e).__name__}: {e}"
@@ -580,7 +588,7 @@ def test_objax_refuses_the_commit_object_and_loads_the_consolidated_file(jobs: J
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    # Objax finds commit object 2 (the latest), which holds no names: it says so, it loads nothing.
+    # Objax opens commit object 2, which holds no names: it says so, it loads nothing.
     assert result["restore"].startswith(
         "ValueError: Missing value for variables currently in the model: ['x', 'xn', 'rep', 'step']"
     )
@@ -675,14 +683,36 @@ def test_restore_of_unknown_names_says_which(storage: Any) -> None:
     assert (e.value.missing, e.value.unused) == (["b"], ["a"])
 
 
-def test_a_single_process_checkpoint_is_not_a_multihost_one(storage: Any) -> None:
-    import objio
-    from objio.multihost import is_multihost_checkpoint, load_manifest
+def test_a_single_process_checkpoint_restores_onto_a_sharding_too(storage: Any) -> None:
+    import jax
 
-    objio.io.save_var_collection(f"{storage.url}/plain.npz", objio.VarCollection({"a": objio.TrainVar(np.ones(2))}))
+    import objio
+    from objio.multihost import is_multihost_checkpoint, load_manifest, load_sharded
+
+    values = model(3)
+    vc = objio.VarCollection({name: objio.TrainVar(value) for name, value in values.items()})
+    objio.io.save_var_collection(f"{storage.url}/plain.npz", vc)
     assert not is_multihost_checkpoint(storage, "plain.npz")
-    with pytest.raises(CorruptFileError, match="single-process checkpoint, not a multi-process one"):
-        load_manifest(storage, "plain.npz")
+    manifest = load_manifest(storage, "plain.npz")
+    assert manifest.parts == ("plain.npz",)
+    assert [(a.name, a.shape, a.dtype) for a in manifest.arrays] == [(k, v.shape, v.dtype) for k, v in values.items()]
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    loaded = load_sharded(storage, "plain.npz", {"nx": device, "x": None})
+    assert np.asarray(loaded["nx"]).tobytes() == values["nx"].tobytes()
+    assert loaded["x"].tobytes() == values["x"].tobytes()
+
+
+def test_a_compressed_npz_cannot_be_read_by_ranges(storage: Any) -> None:
+    import io
+
+    from objio.multihost import load_manifest
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, names=np.array(["a"]), **{"0": np.ones(3)})
+    with storage.open_writer("z.npz") as stream:
+        stream.write(buffer.getvalue())
+    with pytest.raises(CorruptFileError, match="0.npy is compressed, so it cannot be read by ranges"):
+        load_manifest(storage, "z.npz")
 
 
 def test_a_manifest_whose_shards_do_not_tile_the_array_is_corrupt(storage: Any) -> None:

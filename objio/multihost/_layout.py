@@ -19,12 +19,12 @@ import dataclasses
 import io
 import json
 import zipfile
-from typing import Any, BinaryIO
+from typing import Any
 
 import ml_dtypes
 import numpy as np
 
-from objio.codec import METADATA_MEMBER, NAMES_MEMBER, NpzReader
+from objio.codec import METADATA_MEMBER, NAMES_MEMBER
 from objio.errors import CorruptFileError
 
 MANIFEST_FORMAT = "objio.multihost"
@@ -145,20 +145,12 @@ def is_multihost_metadata(metadata: dict[str, Any]) -> bool:
     return metadata.get("format") == MANIFEST_FORMAT and "multihost" in metadata
 
 
-def read_manifest(stream: BinaryIO, where: str) -> Manifest:
-    """Parse and check the commit object in ``stream``.
+def manifest_from_metadata(metadata: dict[str, Any], where: str) -> Manifest:
+    """Parse and check the manifest in a commit object's ``objio.json`` (``is_multihost_metadata`` holds).
 
-    :raises CorruptFileError: not a multi-process checkpoint, or a manifest that is inconsistent
-        (shards outside their array, shards that do not add up to it, unknown parts).
+    :raises CorruptFileError: a manifest that is inconsistent (shards outside their array, shards
+        that do not add up to it, unknown parts).
     """
-    with NpzReader(stream, where) as reader:
-        metadata = reader.metadata
-    if not is_multihost_metadata(metadata):
-        raise CorruptFileError(
-            f"{where} is a single-process checkpoint, not a multi-process one; load it with load_var_collection",
-            where,
-            METADATA_MEMBER,
-        )
     try:
         return _parse(metadata["multihost"], where)
     except (KeyError, TypeError, ValueError) as e:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import struct
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -14,8 +13,21 @@ from typing import Any, BinaryIO
 import jax
 import numpy as np
 
+from objio.codec import NpzReader
 from objio.errors import CorruptFileError, MissingVariablesError
-from objio.multihost._layout import ArrayEntry, Box, Manifest, box_text, folder_of, read_manifest, resolve
+from objio.multihost._layout import (
+    ArrayEntry,
+    Box,
+    Manifest,
+    ShardEntry,
+    box_text,
+    dtype_from_name,
+    folder_of,
+    is_multihost_metadata,
+    manifest_from_metadata,
+    resolve,
+)
+from objio.multihost._members import MemberData, locate, read_directory
 from objio.storage import Storage, join_url
 
 # Read a whole slab of rows of a shard (then slice it in memory) rather than one range per run when
@@ -26,15 +38,47 @@ _CHUNK = 16 << 20  # bytes per read call of a whole shard
 
 
 def load_manifest(storage: Storage, key: str) -> Manifest:
-    """The manifest of the multi-process checkpoint at ``key``: its arrays' names, shapes and dtypes.
+    """What the checkpoint at ``key`` holds: its arrays' names, shapes, dtypes and shards.
 
-    Check it against what you restore before calling :func:`load_sharded`.
+    A multi-process checkpoint's commit object gives its manifest. An ordinary npz (objio's, Objax's,
+    ``np.savez``'s) gets one made up from its directory and npy headers: one part, one whole shard
+    per array, so :func:`load_sharded` reads it onto any sharding too. Check it against what you
+    restore before calling :func:`load_sharded`.
 
     :raises ObjectNotFoundError: no object at ``key``.
-    :raises CorruptFileError: ``key`` is not a multi-process checkpoint, or its manifest is corrupt.
+    :raises CorruptFileError: not an npz file, or a manifest that is corrupt.
     """
+    where = join_url(storage.url, key)
     with storage.open_reader(key) as stream:
-        return read_manifest(stream, join_url(storage.url, key))
+        with NpzReader(stream, where) as reader:
+            metadata, names = reader.metadata, reader.names
+        if is_multihost_metadata(metadata):
+            return manifest_from_metadata(metadata, where)
+        return _single_file_manifest(stream, key, names, metadata, where)
+
+
+def _single_file_manifest(
+    stream: BinaryIO, key: str, names: list[str], metadata: dict[str, Any], where: str
+) -> Manifest:
+    members = read_directory(stream, where)
+    arrays = []
+    for index, name in enumerate(names):
+        member = locate(stream, members, f"{index}.npy", where)
+        if member.fortran_order:
+            raise CorruptFileError(
+                f"{where}: {index}.npy ({name!r}) is stored in Fortran order; load it with load_var_collection",
+                where,
+                f"{index}.npy",
+            )
+        dtype = member.dtype
+        true_name = metadata["dtypes"].get(str(index))
+        if true_name is not None:  # bfloat16 and friends, stored as raw bytes
+            dtype = dtype_from_name(true_name, where)
+            if dtype.itemsize != member.dtype.itemsize:
+                raise CorruptFileError(f"{where}: {index}.npy claims dtype {true_name!r}", where, f"{index}.npy")
+        box = tuple((0, n) for n in member.shape)
+        arrays.append(ArrayEntry(name, member.shape, dtype, (ShardEntry(box, 0, index),)))
+    return Manifest(parts=(key.rpartition("/")[2],), arrays=tuple(arrays), process_count=1)
 
 
 def load_sharded(storage: Storage, key: str, targets: Mapping[str, jax.sharding.Sharding | None]) -> dict[str, Any]:
@@ -88,7 +132,7 @@ class PartReader:
         self._where = where
         self._stack = contextlib.ExitStack()
         self._open: dict[int, tuple[BinaryIO, dict[str, zipfile.ZipInfo], str]] = {}
-        self._offsets: dict[tuple[int, int], tuple[int, int, int]] = {}
+        self._members: dict[tuple[int, int], MemberData] = {}
 
     def __enter__(self) -> PartReader:
         return self
@@ -103,12 +147,12 @@ class PartReader:
             overlap = tuple((max(a, c), min(b, d)) for (a, b), (c, d) in zip(shard.box, box, strict=True))
             if any(a >= b for a, b in overlap):
                 continue
-            header_start, data_start, crc = self._locate(entry, shard.part, shard.member, shard.box)
+            member = self._locate(entry, shard.part, shard.member, shard.box)
             stream, _, where = self._part(shard.part)
             if overlap == shard.box:  # the whole shard: one read, and its CRC checked on the way
-                _read_whole(stream, header_start, data_start, crc, out, _slices(overlap, box), where, shard.member)
+                _read_whole(stream, member, out, _slices(overlap, box), where, shard.member)
             else:
-                _read_overlap(stream, data_start, shard.box, overlap, out, box, where)
+                _read_overlap(stream, member.data_start, shard.box, overlap, out, box, where)
         return out
 
     def _part(self, part: int) -> tuple[BinaryIO, dict[str, zipfile.ZipInfo], str]:
@@ -116,59 +160,25 @@ class PartReader:
             key = resolve(self._folder, self._manifest.parts[part])
             where = join_url(self._storage.url, key)
             stream = self._stack.enter_context(self._storage.open_reader(key))
-            try:
-                with zipfile.ZipFile(stream) as archive:
-                    members = {info.filename: info for info in archive.infolist()}
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
-                raise CorruptFileError(f"{where} is not a readable part file ({e})", where) from e
-            self._open[part] = (stream, members, where)
+            self._open[part] = (stream, read_directory(stream, where), where)
         return self._open[part]
 
-    def _locate(self, entry: ArrayEntry, part: int, member: int, box: Box) -> tuple[int, int, int]:
-        """Where the shard's npy header and data start in its part file, and its CRC-32.
-
-        The npy header is checked against the manifest first.
-        """
-        if (part, member) in self._offsets:
-            return self._offsets[part, member]
-        stream, members, where = self._part(part)
-        name = f"{member}.npy"
-        info = members.get(name)
-        if info is None or info.compress_type != zipfile.ZIP_STORED:
-            raise CorruptFileError(
-                f"{where} has no stored member {name} (shard {box_text(box)} of {entry.name!r})", where, name
-            )
-        stream.seek(info.header_offset)
-        local = stream.read(30)
-        if len(local) != 30 or local[:4] != b"PK\x03\x04":
-            raise CorruptFileError(f"{where}: {name} has no local zip header", where, name)
-        name_len, extra_len = struct.unpack("<HH", local[26:30])
-        start = info.header_offset + 30 + name_len + extra_len
-        stream.seek(start)
-        try:
-            version = np.lib.format.read_magic(stream)
-            if version == (1, 0):
-                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
-            elif version == (2, 0):
-                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
-            else:
-                raise ValueError(f"npy format version {version} is not supported")
-        except ValueError as e:
-            raise CorruptFileError(f"{where}: {name} has no valid npy header ({e})", where, name) from e
-        data_start = stream.tell()
-        expected = tuple(b - a for a, b in box)
-        nbytes = math.prod(expected) * entry.dtype.itemsize
-        if tuple(shape) != expected or fortran_order or dtype.itemsize != entry.dtype.itemsize or dtype.hasobject:
-            raise CorruptFileError(
-                f"{where}: {name} holds {dtype} {shape}, the manifest expects shard {box_text(box)} of "
-                f"{entry.name!r} ({entry.dtype} {expected}); the checkpoint is corrupt",
-                where,
-                name,
-            )
-        if data_start + nbytes > start + info.file_size:
-            raise CorruptFileError(f"{where}: {name} is shorter than its header declares", where, name)
-        self._offsets[part, member] = (start, data_start, info.CRC)
-        return self._offsets[part, member]
+    def _locate(self, entry: ArrayEntry, part: int, member: int, box: Box) -> MemberData:
+        """Where the shard's npy header and data are in its part file, checked against the manifest."""
+        if (part, member) not in self._members:
+            stream, members, where = self._part(part)
+            name = f"{member}.npy"
+            found = locate(stream, members, name, where)
+            expected = tuple(b - a for a, b in box)
+            if found.shape != expected or found.fortran_order or found.dtype.itemsize != entry.dtype.itemsize:
+                raise CorruptFileError(
+                    f"{where}: {name} holds {found.dtype} {found.shape}, the manifest expects shard "
+                    f"{box_text(box)} of {entry.name!r} ({entry.dtype} {expected}); the checkpoint is corrupt",
+                    where,
+                    name,
+                )
+            self._members[part, member] = found
+        return self._members[part, member]
 
 
 def _slices(inner: Box, outer: Box) -> tuple[slice, ...]:
@@ -177,22 +187,15 @@ def _slices(inner: Box, outer: Box) -> tuple[slice, ...]:
 
 
 def _read_whole(
-    stream: BinaryIO,
-    header_start: int,
-    data_start: int,
-    crc: int,
-    out: np.ndarray,
-    dest: tuple[slice, ...],
-    where: str,
-    member: int,
+    stream: BinaryIO, found: MemberData, out: np.ndarray, dest: tuple[slice, ...], where: str, member: int
 ) -> None:
     """Read a whole saved shard into ``out[dest]`` (in place when that is contiguous) and check its CRC-32."""
     target = out[dest + (Ellipsis,)]  # a view, also of a 0-d array
     buffer = target if target.flags.c_contiguous else np.empty_like(target)
-    stream.seek(header_start)
-    computed = zlib.crc32(stream.read(data_start - header_start))
+    stream.seek(found.header_start)
+    computed = zlib.crc32(stream.read(found.data_start - found.header_start))
     data = buffer.reshape(-1).view(np.uint8)
-    stream.seek(data_start)
+    stream.seek(found.data_start)
     filled = 0
     while filled < data.size:
         n = stream.readinto(data[filled : filled + _CHUNK].data)  # type: ignore[attr-defined]
@@ -200,7 +203,7 @@ def _read_whole(
             raise CorruptFileError(f"{where}: {member}.npy ends early, after {filled} bytes of data", where)
         computed = zlib.crc32(data[filled : filled + n].data, computed)  # while the chunk is still in cache
         filled += n
-    if computed != crc:
+    if computed != found.crc:
         raise CorruptFileError(
             f"{where}: {member}.npy fails its CRC-32 check: the data was damaged after it was written",
             where,

@@ -45,6 +45,7 @@ def test_restores_on_every_topology(jobs: Any) -> None:
         harness._assert_restored(jobs.step(jobs.b, process, 2, "b"))
     harness._assert_restored(jobs.step(jobs.c, 0, 0, "c"))
     harness._assert_restored(jobs.step(jobs.c, 0, 1, "c"))
+    harness._assert_restored(jobs.step(jobs.c, 0, 2, "c"))  # a single-file checkpoint onto 4 devices
     harness.check_restore_in_a_plain_process(jobs)
 
 
