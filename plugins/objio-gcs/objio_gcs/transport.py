@@ -145,10 +145,6 @@ class Transport:
         self._session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         self._session.trust_env = False
 
-    def close(self) -> None:
-        """Close the pooled connections."""
-        self._session.close()
-
     # -- URLs of the JSON API -------------------------------------------------------------------
 
     def object_url(self, bucket: str, name: str) -> str:
