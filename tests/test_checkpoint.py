@@ -307,7 +307,7 @@ def test_metadata_reads_the_index_not_the_arrays(monkeypatch: pytest.MonkeyPatch
     original = ckpt._storage.open_reader
     monkeypatch.setattr(ckpt._storage, "open_reader", lambda key: _CountingReader(original(key), counts))
     assert ckpt.metadata(1) == {"step": 1}
-    assert 0 < sum(counts) < 64 << 10
+    assert 0 < sum(counts) < 256 << 10  # the zip directory, read in one tail block, and objio.json
     counts.clear()
     ckpt.restore(big)  # the same counter sees a full read: it can tell the difference
     assert sum(counts) >= 4 << 20
