@@ -92,4 +92,5 @@ def test_read_metadata_reads_the_index_not_the_arrays() -> None:
     assert objio.read_metadata(f) == {"step": 9}
 
     assert size > 16 << 20
-    assert f.bytes_read < 8 << 10  # the zip directory, objio.json and names.npy: a few hundred bytes each
+    # The zip end records and directory come in one tail read of at most 64 KiB, then objio.json and names.npy.
+    assert f.bytes_read < 128 << 10

@@ -39,11 +39,14 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    single = _as_one_object(args.url)
+    if single is not None:
+        return _print_objects(args, *single)
     storage = open_storage(args.url)
     indices = Checkpoint(args.url, keep_ckpts=None).indices()
     if indices:
         return _list_checkpoints(args, storage, indices)
-    return _list_objects(args, storage)
+    return _print_objects(args, storage, storage.list(""))
 
 
 def _list_checkpoints(args: argparse.Namespace, storage: Storage, indices: list[int]) -> int:
@@ -85,12 +88,18 @@ def _metadata_keys(storage: Storage, key: str) -> list[str]:
         return []  # not an npz objio can read: ls lists it anyway; verify says what is wrong
 
 
-def _list_objects(args: argparse.Namespace, storage: Storage) -> int:
-    keys = storage.list("")
-    if not keys and not args.url.endswith("/"):  # URL may name one object rather than a folder
-        parent, key = split_url(args.url, None)
-        if parent.exists(key):
-            storage, keys = parent, [key]
+def _as_one_object(url: str) -> tuple[Storage, list[str]] | None:
+    """The storage of ``url``'s folder and ``[key]`` when ``url`` names one object, else ``None``."""
+    if url.endswith("/"):
+        return None
+    try:
+        parent, key = split_url(url, None)
+    except ValueError:  # a bucket alone ('s3://bucket') has no folder above it
+        return None
+    return (parent, [key]) if parent.exists(key) else None
+
+
+def _print_objects(args: argparse.Namespace, storage: Storage, keys: list[str]) -> int:
     rows: list[dict[str, Any]] = [
         {"key": key, "size": storage.size(key), "modified": modified(storage, key)} for key in keys
     ]
