@@ -96,7 +96,8 @@ class LocalStorage:
             os.makedirs(folder, exist_ok=True)
             temp, file, locked = _create_locked_temp_file(folder, name)
         try:
-            _sweep_dead_temp_files(folder, locks_work=locked)
+            with translate_os_errors(url):
+                _sweep_dead_temp_files(folder, locks_work=locked)
             try:
                 yield file  # type: ignore[misc]
             except OSError as e:
