@@ -375,7 +375,8 @@ def test_loading_some_variables_fetches_only_their_bytes(gcs_url: str, http_log:
     objio.load_var_collection(url, part)
     assert float(np.asarray(part["(Net).w2"].value)[0]) == 2
     fetched = sum(c.received_bytes for c in http_log if c.params.get("alt") == "media")
-    assert 2 * MIB <= fetched < 2 * MIB + 3 * READ_BUFFER, fetched
+    # Its 2 MiB, plus the blocks around the zip directory and each member's header.
+    assert 2 * MIB <= fetched < 2 * MIB + 4 * READ_BUFFER, fetched
 
 
 def test_a_reader_sees_one_version_or_fails(gcs_url: str) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+import objio
 from objio.testing import StorageConformance
 
 PART_SIZE = 5 << 20  # S3's smallest part: the suite's larger objects then go up as multipart uploads
@@ -18,6 +19,12 @@ class TestS3Conformance(StorageConformance):
     killed_writer_bytes = 12 << 20
     large_object_bytes = 12 << 20
     racers = 8
+    known_gaps = {
+        "test_cleanup_removes_what_a_killed_writer_left": (
+            "moto reports every multipart upload as initiated in 2010, so no upload is ever too young to "
+            "clean; test_s3_faults.py checks that cleanup aborts the killed writer's upload"
+        ),
+    }
 
     @pytest.fixture
     def storage_url(self, bucket: str) -> str:
@@ -39,7 +46,11 @@ class TestS3Conformance(StorageConformance):
         appeared). Only a bucket lifecycle rule can clear it, as on S3.
         """
         yield
-        if request.node.originalname == "test_killed_writer_process_publishes_nothing":
+        name = request.node.originalname
+        if name == "test_killed_writer_process_publishes_nothing":
             assert no_pending_uploads(bucket) == ["run/ckpt/obj"]
-        else:
-            assert no_pending_uploads(bucket) == []
+            return
+        if name == "test_cleanup_removes_what_a_killed_writer_left":
+            # The test stops at moto's known gap, before its own cleanup: finish that here.
+            objio.open_storage(f"s3://{bucket}/run", {}).cleanup(older_than=0)  # type: ignore[attr-defined]
+        assert no_pending_uploads(bucket) == []
