@@ -15,7 +15,8 @@ How the promises are kept:
 - create-only: that row goes in with a plain ``INSERT``, and the UNIQUE key refuses a second one
   (the database serialises racing commits, across threads and processes alike).
 - streaming: parts go to the file as they fill, so a writer holds one part in memory; a reader
-  fetches only the parts it reads (``substr`` on a part), pinned to the upload it opened.
+  (objio's :class:`~objio.remote.RangeReader` over :class:`_PartSource`) fetches only the
+  ranges it reads (``substr`` on a part), pinned to the upload it opened.
 - cleanup: a killed writer leaves its ``uploads`` row and parts; :meth:`SQLiteStorage.cleanup`
   removes those older than a given age.
 
@@ -30,16 +31,17 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 from objio.errors import (
+    ChangedWhileReadingError,
     ObjectExistsError,
     ObjectNotFoundError,
     StorageError,
     StorageOptionsError,
     StorageUnavailableError,
 )
-from objio.readers import SeekableReader
+from objio.remote import RangeReader
 from objio.storage import Capabilities, check_key, join_url
 
 #: Bytes per stored part: what a writer buffers, and the unit a reader fetches.
@@ -113,14 +115,15 @@ class SQLiteStorage:
 
     # -- the Storage protocol --------------------------------------------------------------
 
-    def open_reader(self, key: str) -> BinaryIO:
+    def open_reader(self, key: str) -> RangeReader:
         full = self._full(key)  # a bad key is refused before anything else, database or not
         url = join_url(self.url, key)
         with self._connect(url) as db, _sqlite_errors(url):
             row = db.execute("SELECT upload, size FROM objects WHERE key = ?", (full,)).fetchone() if db else None
         if row is None:
             raise ObjectNotFoundError(f"{url} does not exist", url=url)
-        return _PartReader(self, url, upload=row[0], size=row[1])  # type: ignore[return-value]
+        source = _PartSource(self, full, url)
+        return RangeReader(source, name=url, size=row[1], version=str(row[0]), block_size=PART_SIZE)
 
     @contextlib.contextmanager
     def open_writer(self, key: str, *, if_absent: bool = False) -> Iterator[BinaryIO]:
@@ -278,34 +281,39 @@ class _PartWriter:
         pass  # the writer's context manager commits or discards; a save function may close its stream
 
 
-class _PartReader(SeekableReader):
-    """Reads the parts of one upload: the version of the object it opened, whatever happens since."""
+class _PartSource:
+    """The ranged fetch :class:`~objio.remote.RangeReader` asks for: bytes of one upload's parts.
 
-    def __init__(self, storage: SQLiteStorage, url: str, upload: int, size: int) -> None:
-        super().__init__(url, size)
+    The version is the upload id seen at open, so a reader keeps reading the object it opened or
+    fails; it never mixes two versions.
+    """
+
+    def __init__(self, storage: SQLiteStorage, key: str, url: str) -> None:
         self._storage = storage
-        self._upload = upload
+        self._key = key
+        self._url = url
 
-    def readinto(self, buffer: Any) -> int:
-        """Fill ``buffer`` from the current position; fewer bytes only at the end of the object."""
-        self._check_open()
-        view = memoryview(buffer).cast("B")
-        want = min(len(view), max(0, self.size - self._position))
+    def fetch(self, start: int, stop: int, into: memoryview, version: str | None) -> None:
         done = 0
-        with self._storage._connect(self.name) as db, _sqlite_errors(self.name):
-            while done < want:
-                seq, offset = divmod(self._position + done, PART_SIZE)
-                n = min(want - done, PART_SIZE - offset)
+        with self._storage._connect(self._url) as db, _sqlite_errors(self._url):
+            while start + done < stop:
+                seq, offset = divmod(start + done, PART_SIZE)
+                n = min(stop - start - done, PART_SIZE - offset)
                 row = db.execute(  # type: ignore[union-attr]
                     "SELECT substr(data, ?, ?) FROM parts WHERE upload = ? AND seq = ?",
-                    (offset + 1, n, self._upload, seq),
+                    (offset + 1, n, int(version or 0), seq),
                 ).fetchone()
                 if row is None or len(row[0]) != n:
-                    raise ObjectNotFoundError(f"{self.name} was replaced or deleted while it was read", url=self.name)
-                view[done : done + n] = row[0]
+                    self._gone(db)
+                into[done : done + n] = row[0]
                 done += n
-        self._position += done
-        return done
+
+    def _gone(self, db: sqlite3.Connection | None) -> NoReturn:
+        """Raise why the opened upload's parts are missing: the key was deleted, or written again."""
+        exists = db is not None and db.execute("SELECT 1 FROM objects WHERE key = ?", (self._key,)).fetchone()
+        if exists:
+            raise ChangedWhileReadingError(f"{self._url} was replaced while it was read; open it again", url=self._url)
+        raise ObjectNotFoundError(f"{self._url} was deleted while it was read", url=self._url)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 import objio
+from objio.errors import ChangedWhileReadingError
 from objio.testing import StorageConformance
+from objio_sqlite.storage import PART_SIZE
 
 
 class TestSQLiteConformance(StorageConformance):
@@ -49,3 +51,28 @@ def test_reading_a_missing_database_creates_nothing(tmp_path: Path) -> None:
     with pytest.raises(objio.ObjectNotFoundError):
         storage.open_reader("k")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ("replace", ChangedWhileReadingError, "was replaced while it was read; open it again"),
+        ("delete", objio.ObjectNotFoundError, "was deleted while it was read"),
+    ],
+)
+def test_a_reader_never_mixes_two_versions(tmp_path: Path, change: str, error: type, message: str) -> None:
+    storage = objio.open_storage(f"sqlite://{tmp_path}/x.sqlite/run")
+    first = bytes(range(256)) * (3 * PART_SIZE // 256)
+    with storage.open_writer("k") as w:
+        w.write(first)
+    with storage.open_reader("k") as reader:
+        assert reader.read(10) == first[:10]  # fetches the first part only
+        if change == "replace":
+            with storage.open_writer("k") as w:
+                w.write(b"x" * len(first))
+        else:
+            storage.delete("k")
+        reader.seek(2 * PART_SIZE)
+        with pytest.raises(error, match=message) as caught:
+            reader.read(10)
+    assert caught.value.url == f"sqlite://{tmp_path}/x.sqlite/run/k"
