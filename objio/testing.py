@@ -107,9 +107,15 @@ def payload(nbytes: int, seed: int = 0) -> bytes:
     return np.random.default_rng(seed).integers(0, 256, nbytes, dtype=np.uint8).tobytes()
 
 
-def racer_payload(i: int) -> bytes:
-    """What racing writer ``i`` writes: different for every writer, so the winner can be told."""
-    return f"writer {i}".encode() * 1000
+def racer_payload(i: int, nbytes: int | None = None) -> bytes:
+    """What racing writer ``i`` writes: different for every writer, so the winner can be told.
+
+    :param nbytes: the size (to race through a backend's multipart path); by default about 9 KB.
+    """
+    pattern = f"writer {i}".encode()
+    if nbytes is None:
+        return pattern * 1000
+    return (pattern * (nbytes // len(pattern) + 1))[:nbytes]
 
 
 def read_object(storage: Storage, key: str) -> bytes:
@@ -124,8 +130,10 @@ def write_object(storage: Storage, key: str, data: bytes, *, if_absent: bool = F
         f.write(data)
 
 
-def race_in_threads(storage: Storage, key: str, racers: int) -> list[object]:
+def race_in_threads(storage: Storage, key: str, racers: int, *, nbytes: int | None = None) -> list[object]:
     """Start ``racers`` create-only writers of ``key`` in threads; they commit at the same moment.
+
+    Writer ``i`` writes :func:`racer_payload` ``(i, nbytes)`` before it waits for the others.
 
     :returns: for each writer, ``"won"`` or the exception it raised.
     """
@@ -136,7 +144,7 @@ def race_in_threads(storage: Storage, key: str, racers: int) -> list[object]:
         ready = False
         try:
             with storage.open_writer(key, if_absent=True) as f:
-                f.write(racer_payload(i))
+                f.write(racer_payload(i, nbytes))
                 barrier.wait(timeout=CHILD_TIMEOUT)  # every writer commits at the same moment
                 ready = True
             outcomes[i] = "won"

@@ -11,7 +11,6 @@ import gc
 import os
 import subprocess
 import sys
-import threading
 import time
 import tracemalloc
 from typing import Any
@@ -28,6 +27,7 @@ from objio.errors import (
     ObjioError,
     StoragePermissionError,
 )
+from objio.testing import race_in_threads
 from objio_gcs import GCSStorage, plugin
 from objio_gcs.config import GCSOptions, load_credentials
 from objio_gcs.errors import GCSOptionsError
@@ -317,24 +317,7 @@ def test_create_only_refuses_a_large_write_before_uploading_it(gcs_url: str, htt
 )
 def test_create_only_racing_resumable_writers_have_one_winner(gcs_url: str) -> None:
     storage = objio.open_storage(gcs_url, SMALL_CHUNKS)
-    racers = 4
-    barrier = threading.Barrier(racers)
-    outcomes: list[object] = [None] * racers
-
-    def race(i: int) -> None:
-        try:
-            with storage.open_writer("obj", if_absent=True) as f:
-                f.write(_payload(MIB, seed=i))  # a session is open, past the early existence check
-                barrier.wait(timeout=60)
-            outcomes[i] = "won"
-        except Exception as e:  # noqa: BLE001 - collected and checked below
-            outcomes[i] = e
-
-    threads = [threading.Thread(target=race, args=(i,)) for i in range(racers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    outcomes = race_in_threads(storage, "obj", 4, nbytes=MIB)  # each has a session open when they commit
     assert outcomes.count("won") == 1, outcomes
     assert all(isinstance(o, ObjectExistsError) for o in outcomes if o != "won"), outcomes
 
