@@ -244,6 +244,9 @@ class StorageConformance:
     large_object_bytes: int = 3 << 20
     #: Number of create-only writers racing in threads.
     racers: int = 8
+    #: Bytes each writer racing in threads writes; set it above the part size to race multipart
+    #: commits (``None``: about 9 KB, one request).
+    racer_bytes: int | None = None
     #: Number of create-only writers racing in separate processes (each one starts Python and JAX).
     process_racers: int = 4
     #: Known limits of the test medium (an emulator), ``{"test_name": "reason"}``: each named test
@@ -442,11 +445,11 @@ class StorageConformance:
     def test_create_only_racing_writers_have_one_winner(self, storage: Storage) -> None:
         if not storage.capabilities.create_only:
             pytest.skip("this backend declares create_only=False: its check is best effort")
-        outcomes = race_in_threads(storage, "obj", self.racers)
+        outcomes = race_in_threads(storage, "obj", self.racers, nbytes=self.racer_bytes)
         winners = [i for i, o in enumerate(outcomes) if o == "won"]
         assert len(winners) == 1, outcomes
         assert all(isinstance(o, ObjectExistsError) for o in outcomes if o != "won"), outcomes
-        assert read_object(storage, "obj") == racer_payload(winners[0])
+        assert read_object(storage, "obj") == racer_payload(winners[0], self.racer_bytes)
         assert storage.list() == ["obj"]
 
     def test_create_only_racing_processes_have_one_winner(
