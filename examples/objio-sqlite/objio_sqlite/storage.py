@@ -31,7 +31,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, BinaryIO, NoReturn, cast
 
 from objio.errors import (
     ChangedWhileReadingError,
@@ -103,7 +103,7 @@ class SQLiteStorage:
             connection = sqlite3.connect(self.database, timeout=self.timeout, isolation_level=None)
         try:
             with _sqlite_errors(url):
-                connection.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
+                _use_wal(connection, self.timeout)  # readers never wait for a writer
                 if create:
                     connection.executescript(_SCHEMA)
             yield connection
@@ -115,15 +115,17 @@ class SQLiteStorage:
 
     # -- the Storage protocol --------------------------------------------------------------
 
-    def open_reader(self, key: str) -> RangeReader:
+    def open_reader(self, key: str) -> BinaryIO:
         full = self._full(key)  # a bad key is refused before anything else, database or not
         url = join_url(self.url, key)
         with self._connect(url) as db, _sqlite_errors(url):
             row = db.execute("SELECT upload, size FROM objects WHERE key = ?", (full,)).fetchone() if db else None
         if row is None:
             raise ObjectNotFoundError(f"{url} does not exist", url=url)
-        source = _PartSource(self, full, url)
-        return RangeReader(source, name=url, size=row[1], version=str(row[0]), block_size=PART_SIZE)
+        reader = RangeReader(
+            _PartSource(self, full, url), name=url, size=row[1], version=str(row[0]), block_size=PART_SIZE
+        )
+        return cast(BinaryIO, reader)  # a seekable binary file, which typing spells BinaryIO
 
     @contextlib.contextmanager
     def open_writer(self, key: str, *, if_absent: bool = False) -> Iterator[BinaryIO]:
@@ -200,6 +202,23 @@ class SQLiteStorage:
                 _forget_upload(db, upload)
             db.execute("COMMIT")
             return len(stale)
+
+
+def _use_wal(connection: sqlite3.Connection, timeout: float) -> None:
+    """Switch to write-ahead logging, waiting up to ``timeout`` seconds for other connections.
+
+    When several connections switch a new database at once, SQLite refuses all but one with
+    "database is locked" straight away, without its busy wait; so this waits itself.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _commit(db: sqlite3.Connection, key: str, upload: int, size: int, *, if_absent: bool, url: str) -> None:
@@ -296,10 +315,12 @@ class _PartSource:
     def fetch(self, start: int, stop: int, into: memoryview, version: str | None) -> None:
         done = 0
         with self._storage._connect(self._url) as db, _sqlite_errors(self._url):
+            if db is None:  # the database file itself was removed
+                self._gone(db)
             while start + done < stop:
                 seq, offset = divmod(start + done, PART_SIZE)
                 n = min(stop - start - done, PART_SIZE - offset)
-                row = db.execute(  # type: ignore[union-attr]
+                row = db.execute(
                     "SELECT substr(data, ?, ?) FROM parts WHERE upload = ? AND seq = ?",
                     (offset + 1, n, int(version or 0), seq),
                 ).fetchone()

@@ -11,6 +11,7 @@ import pytest
 import objio
 from objio.errors import ChangedWhileReadingError
 from objio.testing import StorageConformance
+from objio_sqlite import storage as storage_module
 from objio_sqlite.storage import PART_SIZE
 
 
@@ -76,3 +77,37 @@ def test_a_reader_never_mixes_two_versions(tmp_path: Path, change: str, error: t
         with pytest.raises(error, match=message) as caught:
             reader.read(10)
     assert caught.value.url == f"sqlite://{tmp_path}/x.sqlite/run/k"
+
+
+def test_switching_to_wal_waits_for_a_lock_sqlite_would_not_wait_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holder = sqlite3.connect(tmp_path / "x.sqlite", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # as another connection switching the new file would
+    switcher = sqlite3.connect(tmp_path / "x.sqlite", timeout=0, isolation_level=None)
+    waits: list[float] = []
+
+    def release(seconds: float) -> None:  # the other connection finishes while this one waits
+        waits.append(seconds)
+        holder.execute("COMMIT")
+
+    monkeypatch.setattr(storage_module.time, "sleep", release)
+    try:
+        storage_module._use_wal(switcher, timeout=60)
+        assert len(waits) == 1
+        assert switcher.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        switcher.close()
+        holder.close()
+
+
+def test_switching_to_wal_gives_up_after_the_timeout(tmp_path: Path) -> None:
+    holder = sqlite3.connect(tmp_path / "x.sqlite", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    switcher = sqlite3.connect(tmp_path / "x.sqlite", timeout=0, isolation_level=None)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            storage_module._use_wal(switcher, timeout=0)
+    finally:
+        switcher.close()
+        holder.close()
