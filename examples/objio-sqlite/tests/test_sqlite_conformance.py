@@ -5,17 +5,21 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import objio
 from objio.errors import ChangedWhileReadingError
-from objio.testing import StorageConformance
+from objio.testing import StorageConformance, read_object
 from objio_sqlite import storage as storage_module
 from objio_sqlite.storage import PART_SIZE
 
 
 class TestSQLiteConformance(StorageConformance):
+    # Above one part, so the killed writer dies with an upload under way (a row in ``uploads``).
+    killed_writer_bytes = PART_SIZE + 1
+
     @pytest.fixture
     def storage_url(self, tmp_path: Path) -> str:
         return f"sqlite://{tmp_path}/objects.sqlite/run"
@@ -111,3 +115,26 @@ def test_switching_to_wal_gives_up_after_the_timeout(tmp_path: Path) -> None:
     finally:
         switcher.close()
         holder.close()
+
+
+def test_a_commit_whose_answer_is_lost_is_found_by_its_write_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_commit = storage_module._PartUpload.commit
+
+    def landed_but_lost(session: Any, tail: bytes, **kwargs: Any) -> None:
+        real_commit(session, tail, **kwargs)
+        raise objio.StorageUnavailableError("the answer never came")
+
+    def never_landed(session: Any, tail: bytes, **kwargs: Any) -> None:
+        raise objio.StorageUnavailableError("the request never came")
+
+    storage = objio.open_storage(f"sqlite://{tmp_path}/x.sqlite/run")
+    monkeypatch.setattr(storage_module._PartUpload, "commit", landed_but_lost)
+    with storage.open_writer("k", if_absent=True) as w:  # the object there is this writer's: no error
+        w.write(b"mine")
+    monkeypatch.setattr(storage_module._PartUpload, "commit", never_landed)
+    with pytest.raises(objio.StorageUnavailableError, match="the request never came"):
+        with storage.open_writer("k") as w:  # the object there is the last writer's, not this one's
+            w.write(b"lost")
+    assert read_object(storage, "k") == b"mine"
