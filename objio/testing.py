@@ -24,7 +24,7 @@ killed writers leave behind, and :class:`objio.Checkpoint` end to end.
 
 The helpers the suite is built from are public too, for a backend's own tests: :func:`payload`,
 :func:`write_object`, :func:`read_object`, :func:`race_in_threads`, :func:`race_in_processes` and
-:func:`run_killed_writer`.
+:func:`run_killed_writer` (over :func:`kill_when_ready`, which kills any script at a line it prints).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from objio.storage import Capabilities, Storage
 
 __all__ = [
     "StorageConformance",
+    "kill_when_ready",
     "payload",
     "race_in_processes",
     "race_in_threads",
@@ -197,19 +198,30 @@ def run_killed_writer(url: str, options: dict[str, Any], key: str, nbytes: int) 
 
     :raises AssertionError: the child failed before it was ready (its stderr is in the message).
     """
-    child = _spawn(_KILLED_WRITER, json.dumps([url, options, key, nbytes]))
+    kill_when_ready(_KILLED_WRITER, json.dumps([url, options, key, nbytes]))
+
+
+def kill_when_ready(script: str, *args: str, ready: str = "ready") -> None:
+    """Run ``python -c script *args`` and SIGKILL it once it prints the line ``ready``.
+
+    The child prints that line at the point to be killed at and then waits (reads its stdin), so
+    the kill lands there, never after a guessed delay.
+
+    :raises AssertionError: the child printed something else first, or exited (its stderr is in the message).
+    """
+    child = _spawn(script, *args)
     try:
         line = _readline_within(child, CHILD_TIMEOUT)
-        assert line == b"ready\n", f"the writer failed before it was ready: {line!r} {_stderr(child)}"
+        assert line == f"{ready}\n".encode(), f"the child failed before it printed {ready!r}: {line!r} {_stderr(child)}"
         os.kill(child.pid, signal.SIGKILL)
         assert child.wait(timeout=CHILD_TIMEOUT) == -signal.SIGKILL
     finally:
         _reap(child)
 
 
-def _spawn(script: str, arg: str) -> subprocess.Popen[bytes]:
+def _spawn(script: str, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-c", script, arg], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-c", script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
 
 

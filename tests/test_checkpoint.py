@@ -6,7 +6,6 @@ import doctest
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import objio
 from objio import Checkpoint, TrainVar, VarCollection
 from objio.backends import local
 from objio.io import checkpoint
+from objio.testing import kill_when_ready
 
 
 def _vc(value: float = 0.0) -> VarCollection:
@@ -656,24 +656,7 @@ def test_killing_a_save_at_any_point_leaves_the_previous_checkpoint_restorable(
 ) -> None:
     """A 64 MiB save is SIGKILLed at each step: before, during and after the write, and before retention."""
     subprocess.run([sys.executable, "-c", _SAVER, str(tmp_path), "1"], check=True, capture_output=True)
-    child = subprocess.Popen(
-        [sys.executable, "-c", _SAVER, str(tmp_path), "2", point],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        line = child.stdout.readline() if child.stdout else b""
-        assert line == f"at {point}\n".encode(), (line, child.stderr.read() if child.stderr else b"")
-        child.send_signal(signal.SIGKILL)
-        assert child.wait(timeout=120) == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        for pipe in (child.stdin, child.stdout, child.stderr):
-            if pipe:
-                pipe.close()
+    kill_when_ready(_SAVER, str(tmp_path), "2", point, ready=f"at {point}")
 
     ckpt = Checkpoint(tmp_path, keep_ckpts=1)
     indices = ckpt.indices()

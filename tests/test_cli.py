@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 import objio
-from objio import _host
 from objio.cli import main
 
 OBJIO = Path(sys.executable).with_name("objio")
@@ -365,50 +364,6 @@ def test_gc_calls_the_backends_cleanup_with_older_than(
         None,
         [5, 10],
     )
-
-
-_BROKEN_PLUGIN = "import acme_sdk_that_is_not_installed\n"
-
-
-def test_plugins_reports_the_plugins_that_failed_to_load_or_are_disabled(tmp_path: Path) -> None:
-    # Two real installed distributions: one whose import fails, one that a setting disables.
-    for dist, entry_point in [("objio-acme", "acme"), ("objio-zeta", "zeta")]:
-        module = dist.replace("-", "_")
-        (tmp_path / f"{module}.py").write_text(_BROKEN_PLUGIN)
-        info = tmp_path / f"{module}-1.0.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
-        (info / "entry_points.txt").write_text(f"[objio]\n{entry_point} = {module}\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", _host.DISABLE_AUTOLOAD_ENV)}
-    env.update(PYTHONPATH=str(tmp_path), OBJIO_DISABLE_PLUGINS="objio-zeta")
-
-    result = subprocess.run([str(OBJIO), "plugins"], capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert (
-        "not in use: the plugin 'acme' of objio-acme failed to load "
-        "(ModuleNotFoundError: No module named 'acme_sdk_that_is_not_installed')"
-    ) in lines
-    assert (
-        "not in use: the plugin 'zeta' of objio-zeta is installed but disabled (OBJIO_DISABLE_PLUGINS=objio-zeta)"
-        in lines
-    )
-    assert "acme" not in result.stdout.split("not in use:", 1)[0]  # not listed as a backend
-
-    result = subprocess.run([str(OBJIO), "plugins", "--json"], capture_output=True, text=True, timeout=300, env=env)
-    skipped = {p["name"]: p for p in json.loads(result.stdout)["skipped"]}
-    assert skipped["acme"] == {
-        "name": "acme",
-        "distribution": "objio-acme",
-        "reason": "ModuleNotFoundError: No module named 'acme_sdk_that_is_not_installed'",
-        "disabled": False,
-    }
-    assert skipped["zeta"] == {
-        "name": "zeta",
-        "distribution": "objio-zeta",
-        "reason": "OBJIO_DISABLE_PLUGINS=objio-zeta",
-        "disabled": True,
-    }
 
 
 @pytest.mark.parametrize("command", ["ls", "inspect", "verify", "cp", "diff", "gc", "plugins"])
