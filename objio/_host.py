@@ -67,6 +67,11 @@ def get_plugin_manager() -> pluggy.PluginManager:
     return _get_host().manager
 
 
+def skipped_plugins() -> list[SkippedPlugin]:
+    """The installed plugins that are not in use: those that failed to load and those a setting disabled."""
+    return list(_get_host().skipped)
+
+
 def _get_host() -> PluginHost:
     global _host, _building
     with _lock:

@@ -24,7 +24,7 @@ killed writers leave behind, and :class:`objio.Checkpoint` end to end.
 
 The helpers the suite is built from are public too, for a backend's own tests: :func:`payload`,
 :func:`write_object`, :func:`read_object`, :func:`race_in_threads`, :func:`race_in_processes` and
-:func:`run_killed_writer`.
+:func:`run_killed_writer` (over :func:`kill_when_ready`, which kills any script at a line it prints).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from objio.storage import Capabilities, Storage
 
 __all__ = [
     "StorageConformance",
+    "kill_when_ready",
     "payload",
     "race_in_processes",
     "race_in_threads",
@@ -107,9 +108,15 @@ def payload(nbytes: int, seed: int = 0) -> bytes:
     return np.random.default_rng(seed).integers(0, 256, nbytes, dtype=np.uint8).tobytes()
 
 
-def racer_payload(i: int) -> bytes:
-    """What racing writer ``i`` writes: different for every writer, so the winner can be told."""
-    return f"writer {i}".encode() * 1000
+def racer_payload(i: int, nbytes: int | None = None) -> bytes:
+    """What racing writer ``i`` writes: different for every writer, so the winner can be told.
+
+    :param nbytes: the size (to race through a backend's multipart path); by default about 9 KB.
+    """
+    pattern = f"writer {i}".encode()
+    if nbytes is None:
+        return pattern * 1000
+    return (pattern * (nbytes // len(pattern) + 1))[:nbytes]
 
 
 def read_object(storage: Storage, key: str) -> bytes:
@@ -124,8 +131,10 @@ def write_object(storage: Storage, key: str, data: bytes, *, if_absent: bool = F
         f.write(data)
 
 
-def race_in_threads(storage: Storage, key: str, racers: int) -> list[object]:
+def race_in_threads(storage: Storage, key: str, racers: int, *, nbytes: int | None = None) -> list[object]:
     """Start ``racers`` create-only writers of ``key`` in threads; they commit at the same moment.
+
+    Writer ``i`` writes :func:`racer_payload` ``(i, nbytes)`` before it waits for the others.
 
     :returns: for each writer, ``"won"`` or the exception it raised.
     """
@@ -136,7 +145,7 @@ def race_in_threads(storage: Storage, key: str, racers: int) -> list[object]:
         ready = False
         try:
             with storage.open_writer(key, if_absent=True) as f:
-                f.write(racer_payload(i))
+                f.write(racer_payload(i, nbytes))
                 barrier.wait(timeout=CHILD_TIMEOUT)  # every writer commits at the same moment
                 ready = True
             outcomes[i] = "won"
@@ -189,19 +198,30 @@ def run_killed_writer(url: str, options: dict[str, Any], key: str, nbytes: int) 
 
     :raises AssertionError: the child failed before it was ready (its stderr is in the message).
     """
-    child = _spawn(_KILLED_WRITER, json.dumps([url, options, key, nbytes]))
+    kill_when_ready(_KILLED_WRITER, json.dumps([url, options, key, nbytes]))
+
+
+def kill_when_ready(script: str, *args: str, ready: str = "ready") -> None:
+    """Run ``python -c script *args`` and SIGKILL it once it prints the line ``ready``.
+
+    The child prints that line at the point to be killed at and then waits (reads its stdin), so
+    the kill lands there, never after a guessed delay.
+
+    :raises AssertionError: the child printed something else first, or exited (its stderr is in the message).
+    """
+    child = _spawn(script, *args)
     try:
         line = _readline_within(child, CHILD_TIMEOUT)
-        assert line == b"ready\n", f"the writer failed before it was ready: {line!r} {_stderr(child)}"
+        assert line == f"{ready}\n".encode(), f"the child failed before it printed {ready!r}: {line!r} {_stderr(child)}"
         os.kill(child.pid, signal.SIGKILL)
         assert child.wait(timeout=CHILD_TIMEOUT) == -signal.SIGKILL
     finally:
         _reap(child)
 
 
-def _spawn(script: str, arg: str) -> subprocess.Popen[bytes]:
+def _spawn(script: str, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-c", script, arg], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-c", script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
 
 
@@ -236,6 +256,9 @@ class StorageConformance:
     large_object_bytes: int = 3 << 20
     #: Number of create-only writers racing in threads.
     racers: int = 8
+    #: Bytes each writer racing in threads writes; set it above the part size to race multipart
+    #: commits (``None``: about 9 KB, one request).
+    racer_bytes: int | None = None
     #: Number of create-only writers racing in separate processes (each one starts Python and JAX).
     process_racers: int = 4
     #: Known limits of the test medium (an emulator), ``{"test_name": "reason"}``: each named test
@@ -434,11 +457,11 @@ class StorageConformance:
     def test_create_only_racing_writers_have_one_winner(self, storage: Storage) -> None:
         if not storage.capabilities.create_only:
             pytest.skip("this backend declares create_only=False: its check is best effort")
-        outcomes = race_in_threads(storage, "obj", self.racers)
+        outcomes = race_in_threads(storage, "obj", self.racers, nbytes=self.racer_bytes)
         winners = [i for i, o in enumerate(outcomes) if o == "won"]
         assert len(winners) == 1, outcomes
         assert all(isinstance(o, ObjectExistsError) for o in outcomes if o != "won"), outcomes
-        assert read_object(storage, "obj") == racer_payload(winners[0])
+        assert read_object(storage, "obj") == racer_payload(winners[0], self.racer_bytes)
         assert storage.list() == ["obj"]
 
     def test_create_only_racing_processes_have_one_winner(

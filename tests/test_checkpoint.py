@@ -6,10 +6,8 @@ import doctest
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import objio
 from objio import Checkpoint, TrainVar, VarCollection
 from objio.backends import local
 from objio.io import checkpoint
+from objio.testing import kill_when_ready
 
 
 def _vc(value: float = 0.0) -> VarCollection:
@@ -608,41 +607,68 @@ def test_a_failing_save_function_leaves_nothing_and_deletes_nothing(tmp_path: Pa
     assert _files(tmp_path / "ckpt") == ["0000000001.npz"]
 
 
+# Saves checkpoint n of 64 MiB; with a kill point, says "at <point>" there and waits to be killed.
 _SAVER = """
 import sys, jax.numpy as jnp, objio
-logdir, n = sys.argv[1], int(sys.argv[2])
+from objio.backends.local import LocalStorage
+logdir, n, point = sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None
+
+def stop_at(here):
+    if here == point:
+        print("at", here, flush=True)
+        sys.stdin.readline()  # blocks until the test kills this process
+        raise SystemExit("not killed at " + here)
+
+class Stream:  # the writer's stream, which stops once half the checkpoint is written
+    def __init__(self, file):
+        self.file, self.written = file, 0
+    def write(self, data):
+        self.written += memoryview(data).nbytes
+        if self.written >= 32 << 20:
+            stop_at("mid-write")
+        return self.file.write(data)
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+class Stopping(objio.Checkpoint):
+    SAVE_FN = staticmethod(lambda file, vc: objio.io.save_var_collection(Stream(file), vc))
+
+real_delete = LocalStorage.delete
+def delete(storage, key):
+    stop_at("retention")  # the new checkpoint is committed; the old one not yet deleted
+    real_delete(storage, key)
+LocalStorage.delete = delete
+
 vc = objio.VarCollection({f"w{i}": objio.TrainVar(jnp.full((1 << 20,), float(n), jnp.float32)) for i in range(16)})
-ckpt = objio.Checkpoint(logdir, keep_ckpts=1)
-print("saving", flush=True)
+ckpt = Stopping(logdir, keep_ckpts=1)
+stop_at("before-write")
 ckpt.save(vc, n)
+stop_at("after-save")
 """
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.05, 0.15, 0.3, 0.6])
+@pytest.mark.parametrize(
+    ("point", "survivors"),
+    [("before-write", [1]), ("mid-write", [1]), ("retention", [1, 2]), ("after-save", [2])],
+)
 def test_killing_a_save_at_any_point_leaves_the_previous_checkpoint_restorable(
-    tmp_path: Path, delay: float, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, point: str, survivors: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A 64 MiB save is SIGKILLed at several moments: before, during, after the write and the retention."""
+    """A 64 MiB save is SIGKILLed at each step: before, during and after the write, and before retention."""
     subprocess.run([sys.executable, "-c", _SAVER, str(tmp_path), "1"], check=True, capture_output=True)
-    child = subprocess.Popen(
-        [sys.executable, "-c", _SAVER, str(tmp_path), "2"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    )
-    assert child.stdout is not None
-    assert child.stdout.readline() == b"saving\n"
-    time.sleep(delay)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    child.stdout.close()
+    kill_when_ready(_SAVER, str(tmp_path), "2", point, ready=f"at {point}")
 
     ckpt = Checkpoint(tmp_path, keep_ckpts=1)
     indices = ckpt.indices()
-    assert indices in ([1], [1, 2], [2])  # killed before the write, before retention, or after it
+    assert indices == survivors
     for idx in indices:  # whatever is listed is complete
         vc = VarCollection({f"w{i}": TrainVar(jnp.zeros(1 << 20, jnp.float32)) for i in range(16)})
         ckpt.restore(vc, idx)
         assert all(float(v.value[-1]) == idx for v in vc)
     visible = [n for n in _files(tmp_path / "ckpt") if not n.startswith(".")]
     assert visible == [ckpt.FILE_FORMAT % i for i in indices]
+    if point == "mid-write":  # it died with its temp file half written: the sweep below has work to do
+        assert len(_files(tmp_path / "ckpt")) > len(visible)
 
     # The next save sweeps up whatever the killed writer left (here without waiting for it to age).
     monkeypatch.setattr(local, "STALE_TEMP_SECONDS", -1.0)

@@ -17,7 +17,7 @@ from fsspec.spec import AbstractBufferedFile
 
 import objio
 from objio.backends.local import TEMP_SUFFIX
-from objio.testing import StorageConformance
+from objio.testing import StorageConformance, kill_when_ready
 
 
 class TestLocalConformance(StorageConformance):
@@ -186,3 +186,8 @@ def test_a_known_gap_is_a_strict_expected_failure(tmp_path: Path) -> None:
     assert "FAILED test_gaps.py::TestGaps::test_round_trip" in result.stdout
     assert "[XPASS(strict)] known gap: believed broken, but is not" in result.stdout
     assert re.search(r"^1 failed, \d+ deselected, 1 xfailed in ", result.stdout, re.MULTILINE), result.stdout
+
+
+def test_kill_when_ready_says_what_the_child_did_instead() -> None:
+    with pytest.raises(AssertionError, match=r"the child failed before it printed 'ready': b'oops\\n' .*boom"):
+        kill_when_ready("import sys; print('oops', flush=True); sys.exit('boom')")

@@ -7,6 +7,7 @@ exactly as it finds one that pip installed.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -253,3 +254,33 @@ def test_builtin_backends_refuse_options_they_do_not_take(tmp_path: Path) -> Non
         objio.open_storage(tmp_path, {"anon": True})
     with pytest.raises(objio.StorageOptionsError, match=r"the memory backend takes no storage options, got \['x'\]"):
         objio.open_storage("memory://x", {"x": 1})
+
+
+_PLUGINS_COMMAND = "import sys; from objio.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def test_the_plugins_command_lists_the_plugins_that_failed_to_load_or_are_disabled(tmp_path: Path) -> None:
+    _install_fake_distribution(tmp_path, "objio-acme", "acme", _FAILING_IMPORT_PLUGIN)
+    _install_fake_distribution(tmp_path, "objio-zeta", "zeta", _FAKE_PLUGIN)
+    failed = (
+        "the plugin 'acme' of objio-acme failed to load "
+        "(ModuleNotFoundError: No module named 'acme_sdk_that_is_not_installed')"
+    )
+    disabled = "the plugin 'zeta' of objio-zeta is installed but disabled (OBJIO_DISABLE_PLUGINS=objio-zeta)"
+
+    result = _run(_PLUGINS_COMMAND, "plugins", site=tmp_path, OBJIO_DISABLE_PLUGINS="objio-zeta")
+    assert result.returncode == 0, result.stderr
+    table, _, rest = result.stdout.partition("not in use:")
+    assert "acme" not in table and "zeta" not in table  # neither is listed as a backend
+    assert sorted(("not in use:" + rest).splitlines()) == [f"not in use: {failed}", f"not in use: {disabled}"]
+
+    result = _run(_PLUGINS_COMMAND, "plugins", "--json", site=tmp_path, OBJIO_DISABLE_PLUGINS="objio-zeta")
+    assert sorted(json.loads(result.stdout)["skipped"], key=lambda plugin: plugin["name"]) == [
+        {
+            "name": "acme",
+            "distribution": "objio-acme",
+            "reason": "ModuleNotFoundError: No module named 'acme_sdk_that_is_not_installed'",
+            "disabled": False,
+        },
+        {"name": "zeta", "distribution": "objio-zeta", "reason": "OBJIO_DISABLE_PLUGINS=objio-zeta", "disabled": True},
+    ]

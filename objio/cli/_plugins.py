@@ -1,8 +1,9 @@
-"""``objio plugins``: the installed storage backends, the schemes each serves, and those that failed."""
+"""``objio plugins``: the installed storage backends, the schemes each serves, and those not in use."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
 from objio import _host
@@ -26,9 +27,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
         "plugins",
         parents=[common],
-        help="installed storage backends, their schemes, and any that failed to load",
+        help="installed storage backends, their schemes, and any that failed to load or are disabled",
         description="List the storage backends objio found (built in, and entry points in the 'objio' group), "
-        "the URL schemes each serves, and any plugin that failed to load, with the reason.",
+        "the URL schemes each serves, and any installed plugin that failed to load or is disabled, with the reason.",
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -51,20 +52,12 @@ def run(args: argparse.Namespace) -> int:
                 "distribution": f"{dist.project_name} {dist.version}" if dist is not None else "built in",
             }
         )
-    failures = _failures()
+    skipped = _host.skipped_plugins()
     if args.json:
-        print_json({"backends": backends, "failures": failures})
+        print_json({"backends": backends, "skipped": [dataclasses.asdict(plugin) for plugin in skipped]})
         return 0
     rows = [(b["name"], b["schemes"], b["distribution"]) for b in backends]
     print(table(rows, ["BACKEND", "SCHEMES", "FROM"]))
-    for failure in failures:
-        print(f"failed to load: {failure['name']}: {failure['error']}")
+    for plugin in skipped:
+        print(f"not in use: {plugin.describe()}")
     return 0
-
-
-def _failures() -> list[dict[str, str]]:
-    """Plugins the host skipped, with the reason, where the host records them (``_host.plugin_failures``)."""
-    recorded = getattr(_host, "plugin_failures", None)
-    found = recorded() if callable(recorded) else recorded or {}
-    items = found.items() if isinstance(found, dict) else found
-    return [{"name": str(name), "error": str(error)} for name, error in items]

@@ -6,21 +6,26 @@ prefix ``run1/`` inside it. Three tables::
 
     uploads(upload, key, started)           writers at work: one row each, until commit or discard
     parts(upload, seq, data)                their bytes, in parts of PART_SIZE, streamed as written
-    objects(key UNIQUE, upload, size)       committed objects: which upload holds each key's bytes
+    objects(key UNIQUE, upload, size, write_id)   committed objects: which upload holds each key's bytes
 
-How the promises are kept:
+The backend supplies only its wire calls; objio's :mod:`objio.remote` does the rest: writing is a
+:class:`~objio.remote.StagedWriter` over :class:`_PartUpload` (an :class:`~objio.remote.UploadSession`),
+reading a :class:`~objio.remote.RangeReader` over :class:`_PartSource` (a
+:class:`~objio.remote.RangeSource`). How the promises are kept:
 
 - complete or invisible: a writer's parts are invisible until one transaction adds its row to
   ``objects``; an exception, a dropped writer or a killed process never gets there.
 - create-only: that row goes in with a plain ``INSERT``, and the UNIQUE key refuses a second one
   (the database serialises racing commits, across threads and processes alike).
-- streaming: parts go to the file as they fill, so a writer holds one part in memory; a reader
-  fetches only the parts it reads (``substr`` on a part), pinned to the upload it opened.
+- streaming: parts go to the file as they fill (two at a time, on the writer's threads), so a
+  writer holds at most three parts in memory; a reader fetches only the ranges it reads
+  (``substr`` on a part), pinned to the upload it opened.
+- a lost commit answer: the object's row keeps the writer's write id, which the writer checks.
 - cleanup: a killed writer leaves its ``uploads`` row and parts; :meth:`SQLiteStorage.cleanup`
   removes those older than a given age.
 
-Thread safety: every call opens its own connection (a writer keeps one for its life), so one
-storage may be shared by threads; SQLite's own locking serialises writers across processes.
+Thread safety: every call opens its own connection, so one storage may be shared by threads;
+SQLite's own locking serialises writers across processes.
 """
 
 from __future__ import annotations
@@ -30,16 +35,18 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from contextlib import AbstractContextManager
+from typing import Any, BinaryIO, NoReturn, cast
 
 from objio.errors import (
+    ChangedWhileReadingError,
     ObjectExistsError,
     ObjectNotFoundError,
     StorageError,
     StorageOptionsError,
     StorageUnavailableError,
 )
-from objio.readers import SeekableReader
+from objio.remote import RangeReader, StagedWriter
 from objio.storage import Capabilities, check_key, join_url
 
 #: Bytes per stored part: what a writer buffers, and the unit a reader fetches.
@@ -52,7 +59,9 @@ CREATE TABLE IF NOT EXISTS uploads (
 CREATE TABLE IF NOT EXISTS parts (
     upload INTEGER NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (upload, seq)
 );
-CREATE TABLE IF NOT EXISTS objects (key TEXT NOT NULL UNIQUE, upload INTEGER NOT NULL, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS objects (
+    key TEXT NOT NULL UNIQUE, upload INTEGER NOT NULL, size INTEGER NOT NULL, write_id TEXT NOT NULL
+);
 """
 
 
@@ -101,7 +110,7 @@ class SQLiteStorage:
             connection = sqlite3.connect(self.database, timeout=self.timeout, isolation_level=None)
         try:
             with _sqlite_errors(url):
-                connection.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
+                _use_wal(connection, self.timeout)  # readers never wait for a writer
                 if create:
                     connection.executescript(_SCHEMA)
             yield connection
@@ -120,29 +129,16 @@ class SQLiteStorage:
             row = db.execute("SELECT upload, size FROM objects WHERE key = ?", (full,)).fetchone() if db else None
         if row is None:
             raise ObjectNotFoundError(f"{url} does not exist", url=url)
-        return _PartReader(self, url, upload=row[0], size=row[1])  # type: ignore[return-value]
+        reader = RangeReader(
+            _PartSource(self, full, url), name=url, size=row[1], version=str(row[0]), block_size=PART_SIZE
+        )
+        return cast(BinaryIO, reader)  # a seekable binary file, which typing spells BinaryIO
 
-    @contextlib.contextmanager
-    def open_writer(self, key: str, *, if_absent: bool = False) -> Iterator[BinaryIO]:
-        full = self._full(key)
+    def open_writer(self, key: str, *, if_absent: bool = False) -> AbstractContextManager[BinaryIO]:
         url = join_url(self.url, key)
-        with self._connect(url, create=True) as db:
-            assert db is not None
-            with _sqlite_errors(url):
-                cursor = db.execute("INSERT INTO uploads (key, started) VALUES (?, ?)", (full, time.time()))
-            upload = int(cursor.lastrowid or 0)
-            stream = _PartWriter(db, upload, url)
-            try:
-                yield stream  # type: ignore[misc]
-                stream.flush_part()
-                with _sqlite_errors(url):
-                    _commit(db, full, upload, stream.tell(), if_absent=if_absent, url=url)
-            except BaseException:  # an exception, or the writer dropped (GeneratorExit): discard
-                with contextlib.suppress(sqlite3.Error):
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    _forget_upload(db, upload)
-                raise
+        session = _PartUpload(self, self._full(key), url)
+        writer = StagedWriter(session, url=url, part_size=PART_SIZE, max_in_flight=2, if_absent=if_absent)
+        return cast(AbstractContextManager[BinaryIO], writer)  # a context manager yielding a binary stream
 
     def list(self, prefix: str = "") -> list[str]:
         full = self.prefix + prefix
@@ -199,12 +195,32 @@ class SQLiteStorage:
             return len(stale)
 
 
-def _commit(db: sqlite3.Connection, key: str, upload: int, size: int, *, if_absent: bool, url: str) -> None:
-    """Publish ``upload`` at ``key`` in one transaction."""
-    db.execute("BEGIN IMMEDIATE")
+def _use_wal(connection: sqlite3.Connection, timeout: float) -> None:
+    """Switch to write-ahead logging, waiting up to ``timeout`` seconds for other connections.
+
+    When several connections switch a new database at once, SQLite refuses all but one with
+    "database is locked" straight away, without its busy wait; so this waits itself.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _publish(
+    db: sqlite3.Connection, key: str, upload: int, size: int, write_id: str, *, if_absent: bool, url: str
+) -> None:
+    """Make ``upload`` the object at ``key``; the caller's transaction makes it one step."""
     if if_absent:
         try:
-            db.execute("INSERT INTO objects (key, upload, size) VALUES (?, ?, ?)", (key, upload, size))
+            db.execute(
+                "INSERT INTO objects (key, upload, size, write_id) VALUES (?, ?, ?, ?)", (key, upload, size, write_id)
+            )
         except sqlite3.IntegrityError as e:  # the UNIQUE key: another writer committed first
             raise ObjectExistsError(
                 f"{url} already exists and this write was create-only; nothing was changed", url=url
@@ -212,14 +228,13 @@ def _commit(db: sqlite3.Connection, key: str, upload: int, size: int, *, if_abse
     else:
         old = db.execute("SELECT upload FROM objects WHERE key = ?", (key,)).fetchone()
         db.execute(
-            "INSERT INTO objects (key, upload, size) VALUES (?, ?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET upload = excluded.upload, size = excluded.size",
-            (key, upload, size),
+            "INSERT INTO objects (key, upload, size, write_id) VALUES (?, ?, ?, ?) ON CONFLICT (key) "
+            "DO UPDATE SET upload = excluded.upload, size = excluded.size, write_id = excluded.write_id",
+            (key, upload, size, write_id),
         )
         if old is not None:
             db.execute("DELETE FROM parts WHERE upload = ?", (old[0],))
     db.execute("DELETE FROM uploads WHERE upload = ?", (upload,))
-    db.execute("COMMIT")
 
 
 def _forget_upload(db: sqlite3.Connection, upload: int) -> None:
@@ -227,85 +242,106 @@ def _forget_upload(db: sqlite3.Connection, upload: int) -> None:
     db.execute("DELETE FROM uploads WHERE upload = ?", (upload,))
 
 
-class _PartWriter:
-    """A forward-only stream that stores a part each time PART_SIZE bytes have been written."""
+class _PartUpload:
+    """The wire calls :class:`~objio.remote.StagedWriter` asks for: one upload's row and its parts.
 
-    def __init__(self, db: sqlite3.Connection, upload: int, url: str) -> None:
-        self._db = db
-        self._upload = upload
-        self._url = url
-        self._buffer = bytearray()
-        self._seq = 0
-        self._written = 0
-        self.name = url
+    The writer buffers PART_SIZE bytes, hands full parts to :meth:`send_part` on its worker threads
+    (each call opens its own connection) and the last one to :meth:`commit`, which stores it and
+    publishes the upload in one transaction. Data that fits in one part never starts an upload:
+    :meth:`commit` writes its row, its only part and the object at once.
+    """
 
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        view = memoryview(data).cast("B")
-        self._buffer += view
-        self._written += len(view)
-        while len(self._buffer) >= PART_SIZE:
-            self._store(bytes(self._buffer[:PART_SIZE]))
-            del self._buffer[:PART_SIZE]
-        return len(view)
+    parallel_parts = True
+    part_multiple = 1
 
-    def flush_part(self) -> None:
-        """Store what is buffered (the last, short part)."""
-        if self._buffer or self._seq == 0:
-            self._store(bytes(self._buffer))
-            self._buffer.clear()
-
-    def _store(self, data: bytes) -> None:
-        with _sqlite_errors(self._url):
-            self._db.execute("INSERT INTO parts (upload, seq, data) VALUES (?, ?, ?)", (self._upload, self._seq, data))
-        self._seq += 1
-
-    def tell(self) -> int:
-        return self._written
-
-    def flush(self) -> None:
-        pass  # full parts are stored as they fill; the last one at commit
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def readable(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass  # the writer's context manager commits or discards; a save function may close its stream
-
-
-class _PartReader(SeekableReader):
-    """Reads the parts of one upload: the version of the object it opened, whatever happens since."""
-
-    def __init__(self, storage: SQLiteStorage, url: str, upload: int, size: int) -> None:
-        super().__init__(url, size)
+    def __init__(self, storage: SQLiteStorage, key: str, url: str) -> None:
         self._storage = storage
-        self._upload = upload
+        self._key = key
+        self._url = url
+        self._upload: int | None = None
 
-    def readinto(self, buffer: Any) -> int:
-        """Fill ``buffer`` from the current position; fewer bytes only at the end of the object."""
-        self._check_open()
-        view = memoryview(buffer).cast("B")
-        want = min(len(view), max(0, self.size - self._position))
+    def start(self, write_id: str) -> None:
+        with self._storage._connect(self._url, create=True) as db, _sqlite_errors(self._url):
+            assert db is not None
+            self._upload = _new_upload(db, self._key)
+
+    def send_part(self, number: int, offset: int, data: bytes) -> None:
+        with self._storage._connect(self._url, create=True) as db, _sqlite_errors(self._url):
+            assert db is not None
+            _store_part(db, self._upload, offset, data)
+
+    def commit(self, tail: bytes, *, offset: int, if_absent: bool, write_id: str) -> None:
+        with self._storage._connect(self._url, create=True) as db, _sqlite_errors(self._url):
+            assert db is not None
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                upload = self._upload if self._upload is not None else _new_upload(db, self._key)
+                if tail or offset == 0:
+                    _store_part(db, upload, offset, tail)
+                _publish(db, self._key, upload, offset + len(tail), write_id, if_absent=if_absent, url=self._url)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")  # a refused single-part commit leaves nothing; abort drops an upload
+                raise
+
+    def abort(self) -> None:
+        with self._storage._connect(self._url) as db, _sqlite_errors(self._url):
+            if db is not None and self._upload is not None:
+                db.execute("BEGIN IMMEDIATE")
+                _forget_upload(db, self._upload)
+                db.execute("COMMIT")
+
+    def write_id_at_key(self) -> str | None:
+        with self._storage._connect(self._url) as db, _sqlite_errors(self._url):
+            row = db.execute("SELECT write_id FROM objects WHERE key = ?", (self._key,)).fetchone() if db else None
+        return None if row is None else str(row[0])
+
+
+def _new_upload(db: sqlite3.Connection, key: str) -> int:
+    cursor = db.execute("INSERT INTO uploads (key, started) VALUES (?, ?)", (key, time.time()))
+    return int(cursor.lastrowid or 0)
+
+
+def _store_part(db: sqlite3.Connection, upload: int | None, offset: int, data: bytes) -> None:
+    """Store the bytes at ``offset`` (a multiple of PART_SIZE) as part ``offset // PART_SIZE``."""
+    db.execute("INSERT INTO parts (upload, seq, data) VALUES (?, ?, ?)", (upload, offset // PART_SIZE, data))
+
+
+class _PartSource:
+    """The ranged fetch :class:`~objio.remote.RangeReader` asks for: bytes of one upload's parts.
+
+    The version is the upload id seen at open, so a reader keeps reading the object it opened or
+    fails; it never mixes two versions.
+    """
+
+    def __init__(self, storage: SQLiteStorage, key: str, url: str) -> None:
+        self._storage = storage
+        self._key = key
+        self._url = url
+
+    def fetch(self, start: int, stop: int, into: memoryview, version: str | None) -> None:
         done = 0
-        with self._storage._connect(self.name) as db, _sqlite_errors(self.name):
-            while done < want:
-                seq, offset = divmod(self._position + done, PART_SIZE)
-                n = min(want - done, PART_SIZE - offset)
-                row = db.execute(  # type: ignore[union-attr]
+        with self._storage._connect(self._url) as db, _sqlite_errors(self._url):
+            if db is None:  # the database file itself was removed
+                self._gone(db)
+            while start + done < stop:
+                seq, offset = divmod(start + done, PART_SIZE)
+                n = min(stop - start - done, PART_SIZE - offset)
+                row = db.execute(
                     "SELECT substr(data, ?, ?) FROM parts WHERE upload = ? AND seq = ?",
-                    (offset + 1, n, self._upload, seq),
+                    (offset + 1, n, int(version or 0), seq),
                 ).fetchone()
                 if row is None or len(row[0]) != n:
-                    raise ObjectNotFoundError(f"{self.name} was replaced or deleted while it was read", url=self.name)
-                view[done : done + n] = row[0]
+                    self._gone(db)
+                into[done : done + n] = row[0]
                 done += n
-        self._position += done
-        return done
+
+    def _gone(self, db: sqlite3.Connection | None) -> NoReturn:
+        """Raise why the opened upload's parts are missing: the key was deleted, or written again."""
+        exists = db is not None and db.execute("SELECT 1 FROM objects WHERE key = ?", (self._key,)).fetchone()
+        if exists:
+            raise ChangedWhileReadingError(f"{self._url} was replaced while it was read; open it again", url=self._url)
+        raise ObjectNotFoundError(f"{self._url} was deleted while it was read", url=self._url)
 
 
 @contextlib.contextmanager

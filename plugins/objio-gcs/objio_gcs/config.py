@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from objio.urls import schemes_served_by
 from objio_gcs.errors import GCSOptionsError, credentials_error
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
 
 #: GCS takes resumable chunks in multiples of this (all but the last).
 CHUNK_ALIGNMENT = 256 * 1024
-SCHEMES = ("gs", "gcs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +142,7 @@ def split_url(url: str) -> tuple[str, str]:
     :raises GCSOptionsError: not a ``gs://`` or ``gcs://`` URL with a bucket name.
     """
     parts = urlsplit(url)
-    if parts.scheme.lower() not in SCHEMES or not parts.netloc:
+    if parts.scheme.lower() not in schemes_served_by("objio-gcs") or not parts.netloc:
         raise GCSOptionsError(f"not a GCS URL with a bucket: {url!r}; write it as gs://bucket/path")
     if parts.query or parts.fragment:
         raise GCSOptionsError(f"a GCS root URL takes no query or fragment: {url!r}")

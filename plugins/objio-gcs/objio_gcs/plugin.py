@@ -1,7 +1,7 @@
 """objio's entry point for GCS: claims ``gs://`` and ``gcs://`` URLs.
 
-Loaded whenever objio builds its plugin manager, so it imports nothing heavy: gcsfs and aiohttp are
-imported only when a GCS storage is opened.
+Loaded whenever objio builds its plugin manager, so it imports nothing heavy: google-auth and
+requests are imported only when a GCS storage is opened.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ import gc
 import os
 import subprocess
 import sys
-import threading
 import time
 import tracemalloc
 from typing import Any
@@ -154,12 +153,15 @@ def test_storages_with_the_same_options_share_credentials_and_connections(
     assert len(loads) == 3
 
 
-def test_opening_a_storage_changes_no_environment_and_imports_no_gcsfs(gcs_url: str) -> None:
+def test_loading_the_plugin_imports_no_client_and_opening_a_storage_changes_no_environment(gcs_url: str) -> None:
     code = (
         "import os, sys, objio; before = dict(os.environ); "
+        "objio._host.get_plugin_manager(); "
+        "clients = {'google.auth', 'requests', 'gcsfs', 'aiohttp'} & set(sys.modules); "
+        "assert not clients, f'loading the plugin imported {clients}'; "
         f"objio.open_storage({gcs_url!r}).list(); "
-        "assert dict(os.environ) == before, set(os.environ) ^ set(before); "
-        "assert 'gcsfs' not in sys.modules and 'aiohttp' not in sys.modules, 'gcsfs imported'"
+        "assert 'google.auth' in sys.modules; "
+        "assert dict(os.environ) == before, set(os.environ) ^ set(before)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
@@ -304,36 +306,6 @@ def test_create_only_refuses_a_large_write_before_uploading_it(gcs_url: str, htt
                 f.write(_payload(256 * KIB))
     assert _read(storage, "obj") == b"first"
     assert not any(c.params.get("uploadType") == "resumable" for c in http_log), "no session should have started"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="fake-gcs-server v1.54 ignores ifGenerationMatch on resumable uploads, so every racer 'wins' there; "
-    "real GCS checks it when the upload finalises and answers 412 to all but one. The single-request path, "
-    "which the emulator does check, is raced in the conformance suite.",
-)
-def test_create_only_racing_resumable_writers_have_one_winner(gcs_url: str) -> None:
-    storage = objio.open_storage(gcs_url, SMALL_CHUNKS)
-    racers = 4
-    barrier = threading.Barrier(racers)
-    outcomes: list[object] = [None] * racers
-
-    def race(i: int) -> None:
-        try:
-            with storage.open_writer("obj", if_absent=True) as f:
-                f.write(_payload(MIB, seed=i))  # a session is open, past the early existence check
-                barrier.wait(timeout=60)
-            outcomes[i] = "won"
-        except Exception as e:  # noqa: BLE001 - collected and checked below
-            outcomes[i] = e
-
-    threads = [threading.Thread(target=race, args=(i,)) for i in range(racers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert outcomes.count("won") == 1, outcomes
-    assert all(isinstance(o, ObjectExistsError) for o in outcomes if o != "won"), outcomes
 
 
 # -- reads ----------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ or left behind before a clean commit, create-only enforced by S3 on both paths."
 from __future__ import annotations
 
 import gc
-import threading
 import tracemalloc
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 import objio
 from objio.errors import ObjectExistsError, StoragePermissionError
 from objio.remote import join_background_aborts
+from objio.testing import race_in_threads, racer_payload
 from objio_s3 import S3OptionsError, S3Storage, upload
 from objio_s3.errors import error_code
 
@@ -215,30 +215,13 @@ def test_create_only_multipart_racers(bucket: str, no_pending_uploads: Any) -> N
     Here: every outcome is a win or an ObjectExistsError, and the object is one winner's, whole.
     """
     storage = _storage(bucket, part_size=PART, max_in_flight=1)
-    racers = 8
-    barrier = threading.Barrier(racers)
-    outcomes: list[object] = [None] * racers
-
-    def race(i: int) -> None:
-        try:
-            with storage.open_writer("obj", if_absent=True) as f:
-                f.write(bytes([i]) * (PART + 1))  # two parts
-                barrier.wait(timeout=60)
-            outcomes[i] = "won"
-        except BaseException as e:  # noqa: BLE001 - collected and checked below
-            outcomes[i] = e
-
-    threads = [threading.Thread(target=race, args=(i,)) for i in range(racers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    outcomes = race_in_threads(storage, "obj", 8, nbytes=PART + 1)  # two parts each
     winners = [i for i, o in enumerate(outcomes) if o == "won"]
     assert winners, outcomes
     assert all(isinstance(o, ObjectExistsError) for i, o in enumerate(outcomes) if i not in winners), outcomes
     with storage.open_reader("obj") as r:
         data = r.read()
-    assert data in [bytes([i]) * (PART + 1) for i in winners]
+    assert data in [racer_payload(i, PART + 1) for i in winners]
     assert no_pending_uploads(bucket) == []
 
 
