@@ -135,7 +135,7 @@ class _Header:
         self.by_name = {tensor.name: tensor for tensor in self.tensors}
 
     def _spec(self, name: str, entry: Any) -> TensorSpec:
-        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
             self._fail(f"tensor {name!r} is not {{dtype, shape, data_offsets}}: {str(entry)[:200]}", name)
         code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         if code not in _DTYPES:
