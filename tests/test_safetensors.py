@@ -21,7 +21,7 @@ from objio.cli import main as cli_main
 safetensors = pytest.importorskip("safetensors")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
-ARRAYS = {
+ARRAYS: dict[str, np.ndarray] = {
     "embed.weight": np.arange(12, dtype=np.float32).reshape(3, 4),
     "half": np.linspace(0, 1, 5).astype(np.float16),
     "bf16": np.linspace(-2, 2, 7).astype(ml_dtypes.bfloat16),
