@@ -232,6 +232,7 @@ HOSTILE = {
     "length past the end": (_hostile({"w": _f32(0, 16)}, length=1 << 20), "claims 1048576 bytes", None),
     "length near 2**64": (_hostile({"w": _f32(0, 16)}, length=(1 << 64) - 1), "claims", None),
     "header not JSON": (_hostile(b'{"w": nope}'), "not JSON", None),
+    "header nested too deep": (_hostile(b'{"w": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"), "RecursionError", None),
     "offsets not numbers": (_hostile({"w": {**_f32(0, 16), "data_offsets": [False, 16]}}), "not [start, stop]", "w"),
     "unknown dtype": (_hostile({"w": {**_f32(0, 16), "dtype": "F4_E2M1"}}), "'F4_E2M1'", "w"),
     "negative shape": (_hostile({"w": _f32(0, 16, [-4])}), "non-negative integers", "w"),

@@ -113,8 +113,8 @@ class _Header:
         text = _read_exactly(stream, length, where, "the header")
         try:
             header = json.loads(text, object_pairs_hook=self._no_repeats)
-        except (ValueError, UnicodeDecodeError) as e:
-            self._fail(f"the header is not JSON ({e})")
+        except (ValueError, RecursionError) as e:  # (UnicodeDecodeError is a ValueError)
+            self._fail(f"the header is not JSON ({type(e).__name__}: {e})")
         if not isinstance(header, dict):
             self._fail("the header is not a JSON object")
         metadata = header.pop("__metadata__", {})
@@ -176,19 +176,13 @@ def _read_exactly(stream: BinaryIO, count: int, where: str, what: str) -> bytes:
     return bytes(buffer)
 
 
-def _fill(stream: BinaryIO, buffer: memoryview, where: str, what: str) -> None:
-    """Fill ``buffer`` from ``stream``'s position (readinto where the stream has it: no copy)."""
+def _fill(stream: BinaryIO, buffer: memoryview, where: str, what: str, member: str | None = None) -> None:
+    """Fill ``buffer`` from ``stream``'s position by readinto: no copy in between."""
     done = 0
-    readinto = getattr(stream, "readinto", None)
     while done < len(buffer):
-        if readinto is not None:
-            n = readinto(buffer[done:])
-        else:
-            chunk = stream.read(len(buffer) - done)
-            n = len(chunk)
-            buffer[done : done + n] = chunk
+        n = stream.readinto(buffer[done:])  # type: ignore[attr-defined]  # (objio's readers all have it)
         if not n:
-            raise CorruptFileError(f"{where} ends inside {what} (truncated?)", path=where)
+            raise CorruptFileError(f"{where} ends inside {what} (truncated?)", path=where, member=member)
         done += n
 
 
@@ -247,7 +241,7 @@ class SafetensorsReader:
         tensor = header.by_name[name]
         array = np.empty(tensor.shape, dtype=tensor.dtype)
         self._stream.seek(header.data_start + tensor.start)
-        _fill(self._stream, array.reshape(-1).view(np.uint8).data, self.where, f"tensor {tensor.name!r}")
+        _fill(self._stream, array.reshape(-1).view(np.uint8).data, self.where, f"tensor {tensor.name!r}", tensor.name)
         return array
 
     def _checked_header(self) -> _Header:
