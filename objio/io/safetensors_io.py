@@ -2,17 +2,31 @@
 
 A safetensors file starts with its header's length (8 bytes, little-endian) and the header, a JSON
 object: that is how objio tells one from an npz (a zip, which starts with ``PK``), whatever its name.
-A local file is memory-mapped by ``safetensors.safe_open``, so reading some tensors reads only their
-bytes; a remote file or an open stream is read whole and parsed by ``safetensors.deserialize``.
+The header gives each tensor's dtype, shape and byte range in the data that follows it.
+
+A local file is memory-mapped by ``safetensors.safe_open``, which checks the header itself, so
+reading some tensors reads only their bytes. A remote file or an open stream is read lazily too,
+through the storage reader: the package has no way to parse a header without the whole file
+(``safetensors.deserialize`` takes all the bytes), so objio reads the 8-byte length and the JSON
+header and checks them as strictly as the package does (:class:`_Header`): the length within the
+file, every tensor's dtype known, its shape's size times the item size equal to its byte range,
+the ranges in order, contiguous from 0 and ending at the end of the file. Nothing is allocated
+before the header is checked, so a hostile header cannot ask for more memory than the file's size.
+Each wanted tensor's range is then read with seek and readinto straight into a fresh (aligned)
+numpy array: a subset fetches the header and its own bytes, not the file.
+
 User metadata travels as JSON under the header's ``__metadata__`` key ``objio.user``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import os
 import struct
 from collections.abc import Iterable
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 import ml_dtypes
 import numpy as np
@@ -63,58 +77,143 @@ def looks_like_safetensors(stream: BinaryIO) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] >= 2
 
 
+# The largest header the safetensors package accepts; a longer one is hostile, not a model.
+_MAX_HEADER_BYTES = 100_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """One tensor as the header describes it: dtype code, shape, and byte range in the data."""
+
+    name: str
+    code: str
+    shape: tuple[int, ...]
+    start: int
+    stop: int
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return np.dtype(_DTYPES[self.code])
+
+
+class _Header:
+    """The checked header of a safetensors file read through ``stream``: tensors in file order, metadata.
+
+    :raises CorruptFileError: naming the file and, where one is at fault, the tensor.
+    """
+
+    def __init__(self, stream: BinaryIO, where: str) -> None:
+        self.where = where
+        size = stream.seek(0, os.SEEK_END)
+        stream.seek(0)
+        head = _read_exactly(stream, 8, where, "the header length")
+        (length,) = struct.unpack("<Q", head)
+        if length > min(size - 8, _MAX_HEADER_BYTES):
+            self._fail(f"its header claims {length} bytes, but the file has {size} bytes in all (truncated?)")
+        text = _read_exactly(stream, length, where, "the header")
+        try:
+            header = json.loads(text, object_pairs_hook=self._no_repeats)
+        except (ValueError, RecursionError) as e:  # (UnicodeDecodeError is a ValueError)
+            self._fail(f"the header is not JSON ({type(e).__name__}: {e})")
+        if not isinstance(header, dict):
+            self._fail("the header is not a JSON object")
+        metadata = header.pop("__metadata__", {})
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            self._fail("__metadata__ is not a map of strings")
+        self.metadata: dict[str, str] = metadata
+        self.data_start = 8 + length
+        self.tensors = sorted(
+            (self._spec(name, entry) for name, entry in header.items()), key=lambda t: (t.start, t.stop)
+        )
+        end = 0
+        for tensor in self.tensors:
+            if tensor.start != end:
+                self._fail(f"tensor {tensor.name!r} starts at byte {tensor.start}, not {end}: a gap or overlap", tensor)
+            end = tensor.stop
+        if end != size - self.data_start:
+            self._fail(f"the tensors end at data byte {end}, but the file has {size - self.data_start} (truncated?)")
+        self.by_name = {tensor.name: tensor for tensor in self.tensors}
+
+    def _spec(self, name: str, entry: Any) -> TensorSpec:
+        if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
+            self._fail(f"tensor {name!r} is not {{dtype, shape, data_offsets}}: {str(entry)[:200]}", name)
+        code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if code not in _DTYPES:
+            self._fail(f"tensor {name!r} has dtype {code!r}, which objio cannot represent in numpy", name)
+        if not isinstance(shape, list) or not all(_is_count(n) for n in shape):
+            self._fail(f"tensor {name!r} has shape {shape!r}, not a list of non-negative integers", name)
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(n) for n in offsets):
+            self._fail(f"tensor {name!r} has data_offsets {offsets!r}, not [start, stop]", name)
+        start, stop = offsets
+        nbytes = math.prod(shape) * np.dtype(_DTYPES[code]).itemsize
+        if stop - start != nbytes:
+            self._fail(
+                f"tensor {name!r} of shape {shape} and dtype {code} needs {nbytes} bytes, its range has {stop - start}",
+                name,
+            )
+        return TensorSpec(name, code, tuple(shape), start, stop)
+
+    def _no_repeats(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        if len(set(keys)) != len(keys):
+            self._fail(f"the header names {sorted(k for k in set(keys) if keys.count(k) > 1)} twice")
+        return dict(pairs)
+
+    def _fail(self, problem: str, tensor: TensorSpec | str | None = None) -> NoReturn:
+        member = tensor.name if isinstance(tensor, TensorSpec) else tensor
+        raise CorruptFileError(
+            f"{self.where} is not a valid safetensors file: {problem}", path=self.where, member=member
+        )
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _read_exactly(stream: BinaryIO, count: int, where: str, what: str) -> bytes:
+    buffer = bytearray(count)
+    _fill(stream, memoryview(buffer), where, what)
+    return bytes(buffer)
+
+
+def _fill(stream: BinaryIO, buffer: memoryview, where: str, what: str, member: str | None = None) -> None:
+    """Fill ``buffer`` from ``stream``'s position by readinto: no copy in between."""
+    done = 0
+    while done < len(buffer):
+        n = stream.readinto(buffer[done:])  # type: ignore[attr-defined]  # (objio's readers all have it)
+        if not n:
+            raise CorruptFileError(f"{where} ends inside {what} (truncated?)", path=where, member=member)
+        done += n
+
+
 class SafetensorsReader:
     """The tensors of a safetensors file, by name, in the file's order.
 
-    :param stream: the file, seekable; read whole unless ``local_path`` is given.
+    :param stream: the file, seekable; only the header and the tensors read are read from it.
     :param where: the file, for error messages.
-    :param local_path: the file's path on this machine, to memory-map it instead of reading it.
-    :raises CorruptFileError: the header or the data is malformed.
+    :param local_path: the file's path on this machine, to memory-map it instead.
+    :raises CorruptFileError: the header is malformed (see the module doc).
     """
 
     def __init__(self, stream: BinaryIO, where: str, *, local_path: str | None = None) -> None:
         self.where = where
         safetensors = _package()
-        self._tensors: dict[str, np.ndarray] = {}
+        self._stream = stream
         self._opened: Any = None
-        self._local_path = local_path
-        try:
-            if local_path is not None:
+        self._header: _Header | None = None
+        if local_path is not None:
+            try:
                 self._opened = safetensors.safe_open(local_path, framework="np")
                 handle = self._opened.__enter__()
                 self.names = list(handle.offset_keys())
                 self._metadata = handle.metadata() or {}
-            else:
-                stream.seek(0)
-                data = stream.read()
-                self._metadata = self._header_metadata(data)
-                for name, spec in safetensors.deserialize(data):
-                    self._tensors[name] = self._array(name, spec["dtype"], spec["shape"], spec["data"])
-                self.names = list(self._tensors)
-        except safetensors.SafetensorError as e:
-            self.close()
-            raise CorruptFileError(f"{where} is not a valid safetensors file ({e})", path=where) from e
-
-    def _header_metadata(self, data: bytes) -> dict[str, str]:
-        # safetensors.deserialize drops __metadata__; safe_open needs a path. The header is JSON.
-        (length,) = struct.unpack("<Q", data[:8])
-        try:
-            header = json.loads(data[8 : 8 + length])
-        except ValueError as e:
-            raise CorruptFileError(f"{self.where}: the safetensors header is not JSON ({e})", path=self.where) from e
-        metadata = header.get("__metadata__") if isinstance(header, dict) else None
-        return metadata if isinstance(metadata, dict) else {}
-
-    def _array(self, name: str, code: str, shape: list[int], data: bytes) -> np.ndarray:
-        dtype = _DTYPES.get(code)
-        if dtype is None:
-            raise CorruptFileError(
-                f"{self.where}: tensor {name!r} has dtype {code}, which objio cannot represent in numpy",
-                path=self.where,
-                member=name,
-            )
-        array = np.frombuffer(data, dtype=dtype).reshape(shape)  # a view of deserialize's buffer: no copy
-        return array if array.flags.writeable else array.copy()
+            except safetensors.SafetensorError as e:
+                self.close()
+                raise CorruptFileError(f"{where} is not a valid safetensors file ({e})", path=where) from e
+        else:
+            self._header = _Header(stream, where)
+            self.names = [t.name for t in self._header.tensors]
+            self._metadata = self._header.metadata
 
     @property
     def user_metadata(self) -> dict[str, Any] | None:
@@ -128,27 +227,32 @@ class SafetensorsReader:
             raise CorruptFileError(f"{self.where}: {USER_METADATA_KEY} is not JSON ({e})", path=self.where) from e
         return value if isinstance(value, dict) else None
 
+    def specs(self) -> list[TensorSpec]:
+        """Each tensor's name, dtype, shape and byte range, from the header alone (no tensor is read)."""
+        return list(self._checked_header().tensors)
+
     def read(self, index: int) -> np.ndarray:
         """The array of ``names[index]``, with its true dtype (bfloat16 and float8 included)."""
         name = self.names[index]
-        if self._opened is None:
-            return self._tensors[name]
-        handle = self._opened
-        if handle.get_slice(name).get_dtype() in _NUMPY_NATIVE:
-            return np.asarray(handle.get_tensor(name))
-        # safetensors' numpy binding has no float8: parse the whole file once through deserialize.
-        if not self._tensors:
-            with open(self._local_path, "rb") as f:  # type: ignore[arg-type]
-                data = f.read()
-            for other, spec in _package().deserialize(data):
-                self._tensors[other] = self._array(other, spec["dtype"], spec["shape"], spec["data"])
-        return self._tensors[name]
+        if self._opened is not None and self._opened.get_slice(name).get_dtype() in _NUMPY_NATIVE:
+            return np.asarray(self._opened.get_tensor(name))
+        # A remote file, or a dtype safetensors' numpy binding lacks (float8): the range, through the stream.
+        header = self._checked_header()
+        tensor = header.by_name[name]
+        array = np.empty(tensor.shape, dtype=tensor.dtype)
+        self._stream.seek(header.data_start + tensor.start)
+        _fill(self._stream, array.reshape(-1).view(np.uint8).data, self.where, f"tensor {tensor.name!r}", tensor.name)
+        return array
+
+    def _checked_header(self) -> _Header:
+        if self._header is None:
+            self._header = _Header(self._stream, self.where)
+        return self._header
 
     def close(self) -> None:
         if self._opened is not None:
             self._opened.__exit__(None, None, None)
             self._opened = None
-        self._tensors = {}
 
     def __enter__(self) -> SafetensorsReader:
         return self
@@ -188,5 +292,3 @@ def write_safetensors(
     view = memoryview(data)
     for start in range(0, len(view), 16 << 20):
         stream.write(view[start : start + (16 << 20)])
-
-
