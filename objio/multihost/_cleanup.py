@@ -9,7 +9,11 @@ from objio.storage import Storage
 
 
 def delete_sharded(storage: Storage, key: str) -> None:
-    """Delete the checkpoint at ``key``: its commit object first (so it is invisible at once), then every part."""
+    """Delete the checkpoint at ``key``: its commit object first (so it is invisible at once), then every part.
+
+    It takes a single-file checkpoint too (there are no parts then), so retention can call it for any
+    checkpoint; a parts folder whose commit object is already gone is emptied as well.
+    """
     storage.delete(key)
     for part in storage.list(parts_folder(key) + "/"):
         storage.delete(part)
