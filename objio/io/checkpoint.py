@@ -31,10 +31,11 @@ from objio.io._duck import is_var_collection, unique_targets
 from objio.io._files import FileOrStr, NamedStream, split_url, tracked
 from objio.io.retention import RetentionPolicy, best_indices, score_of
 from objio.io.save_load import load_var_collection, read_metadata, save_var_collection
-from objio.multihost import delete_sharded, save_sharded, uncommitted_parts
+from objio.multihost import delete_sharded, save_sharded
 from objio.multihost._layout import is_multihost_metadata
 from objio.multihost._probe import in_multi_process_job
 from objio.multihost._restore import restore_collection
+from objio.multihost._save import DEFAULT_TIMEOUT_S
 from objio.progress import Progress, format_size
 from objio.storage import join_url
 from objio.tree import leaf_names, load_sharded_tree, load_tree, named_leaves, save_tree
@@ -146,6 +147,7 @@ class Checkpoint:
         best_mode: str = "min",
         progress: Progress = None,
         storage_options: dict[str, Any] | None = None,
+        multihost_timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         """
         :param logdir: the run's folder: a local path or a URL.
@@ -159,6 +161,8 @@ class Checkpoint:
         :param progress: how saves and restores show their bytes: ``None`` a bar when a person watches
             and the transfer takes a while, ``True``, ``False``, or a callable (see :mod:`objio.progress`).
         :param storage_options: options for the storage backend of a URL.
+        :param multihost_timeout_s: in a multi-process job, how long a save waits for the slowest
+            process's part before it fails in every process (see :func:`objio.multihost.save_sharded`).
         :raises ValueError: a policy is out of range (``keep_ckpts >= 0``, ``keep_period >= 1``,
             ``keep_best >= 1`` with a ``best_key``, ``best_mode`` ``'min'`` or ``'max'``).
         """
@@ -170,6 +174,7 @@ class Checkpoint:
         self.verbose = verbose
         self.progress = progress
         self._storage_options = storage_options
+        self.multihost_timeout_s = multihost_timeout_s
         self._name_pattern = _index_pattern(self.FILE_FORMAT)
         self._storage = open_storage(self.logdir, storage_options)
         self._scores: dict[int, float | None] = {}  # read once per index: a committed checkpoint never changes
@@ -239,23 +244,34 @@ class Checkpoint:
                     f"Checkpoint.save got {type(state).__name__}, which holds no arrays; pass a VarCollection "
                     f"(objio's or Objax's) or a pytree of arrays such as {{'w': jnp.zeros(3)}}"
                 )
-        save_sharded(self._storage, self._key(idx), named, if_absent=not overwrite, metadata=metadata)
+        save_sharded(
+            self._storage,
+            self._key(idx),
+            named,
+            if_absent=not overwrite,
+            timeout_s=self.multihost_timeout_s,
+            metadata=metadata,
+        )
         if jax.process_index() != 0:  # one process deletes, so no two race over the same files
             return
         self._delete_failed_parts(older_than=idx)
         self._after_save(idx, metadata)
 
     def _delete_failed_parts(self, older_than: int) -> None:
-        """Remove the parts that failed multi-process saves of indices below ``older_than`` left.
+        """Remove the parts of failed multi-process saves (no commit object) of indices below ``older_than``.
 
-        Never those of a higher index: another job (or a zombie) may be saving it right now.
+        Never those of a higher index: another job (or a zombie) may be saving it right now. One
+        listing, no reads: a committed checkpoint's leftover attempts are removed by its own save.
         """
         prefix = f"{self.DIR_NAME}/"
+        suffix = ".npz" if self.FILE_FORMAT.endswith(".npz") else ""  # what parts_folder() strips
         try:
-            for key in uncommitted_parts(self._storage, prefix):
-                commit_name = key[len(prefix) :].partition(".parts/")[0] + ".npz"
-                match = self._name_pattern.fullmatch(commit_name)
-                if match and int(match.group(1)) < older_than:
+            keys = self._storage.list(prefix)
+            listed = set(keys)
+            for key in keys:
+                stem, marker, _ = key[len(prefix) :].partition(".parts/")
+                match = self._name_pattern.fullmatch(stem + suffix) if marker else None
+                if match and int(match.group(1)) < older_than and f"{prefix}{stem}{suffix}" not in listed:
                     self._storage.delete(key)
         except OSError as e:  # the checkpoint is committed; leftovers are only untidy, and `objio gc` removes them
             logger.warning("could not remove the parts failed saves left in %s: %s", join_url(self.logdir, prefix), e)
