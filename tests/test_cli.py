@@ -331,3 +331,60 @@ def test_diff_treats_nans_in_the_same_places_as_equal_in_bfloat16_too(
             objio.codec.write_npz(stream, ["x"], [values])
     assert main(["diff", str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]) == 0
     assert capsys.readouterr().out.strip() == "no differences: 1 variable(s) equal"
+
+
+class _SweepingStorage:
+    """A storage that offers ``cleanup(older_than)``, as backends with leftovers to sweep do."""
+
+    def __init__(self, inner: objio.Storage) -> None:
+        self._inner = inner
+        self.asked: list[float] = []
+
+    def cleanup(self, older_than: float) -> int:
+        self.asked.append(older_than)
+        return 2
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+def test_gc_calls_the_backends_cleanup_with_older_than(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    storage = _SweepingStorage(objio.open_storage(run_dir))
+    monkeypatch.setattr("objio.cli._gc.open_storage", lambda url: storage)
+    assert main(["gc", str(run_dir), "--older-than", "600"]) == 0
+    assert storage.asked == [600.0]
+    assert capsys.readouterr().out.strip() == "leftovers: removed 2 older than 600 s"
+    assert main(["gc", str(run_dir), "--keep", "1", "--dry-run", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert storage.asked == [600.0]  # a dry run sweeps nothing
+    assert (report["cleanup_supported"], report["leftovers_removed"], report["checkpoints_deleted"]) == (
+        True,
+        None,
+        [5, 10],
+    )
+
+
+def test_plugins_reports_the_plugins_that_failed_to_load(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(
+        objio._host, "plugin_failures", {"acme": "ImportError: No module named 'acme_sdk'"}, raising=False
+    )
+    assert main(["plugins"]) == 0
+    assert "failed to load: acme: ImportError: No module named 'acme_sdk'" in capsys.readouterr().out
+    assert main(["plugins", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["failures"] == [
+        {"name": "acme", "error": "ImportError: No module named 'acme_sdk'"}
+    ]
+
+
+@pytest.mark.parametrize("command", ["ls", "inspect", "verify", "cp", "diff", "gc", "plugins"])
+def test_every_commands_help_shows_examples_and_json(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text and f"objio {command}" in text.split("examples:", 1)[1]
+    assert "--json" in text

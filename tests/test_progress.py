@@ -5,6 +5,8 @@ from __future__ import annotations
 import doctest
 import io
 import logging
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,15 @@ def test_tracker_ignores_zero_and_counting_stream_passes_other_calls_through() -
 
 def test_format_size() -> None:
     assert [format_size(n) for n in (0, 1023, 1024, 5 << 20)] == ["0 B", "1023 B", "1.0 KiB", "5.0 MiB"]
+
+
+def test_auto_mode_counts_a_jupyter_kernel_as_someone_watching(monkeypatch: pytest.MonkeyPatch) -> None:
+    class ZMQInteractiveShell:  # the class name IPython's kernel shell has
+        pass
+
+    fake_ipython = types.ModuleType("IPython")
+    fake_ipython.get_ipython = ZMQInteractiveShell  # type: ignore[attr-defined]
+    assert objio.progress._interactive(io.StringIO()) is False
+    monkeypatch.setitem(sys.modules, "IPython", fake_ipython)
+    assert objio.progress._interactive(io.StringIO()) is True
+    assert objio.progress._interactive(_Terminal()) is True

@@ -48,6 +48,7 @@ def test_ls_inspect_verify_a_run_in_a_bucket(s3_run: str) -> None:
     assert lines[0] == f"3 checkpoint(s) in {s3_run}/ckpt"
     assert [line.split()[0] for line in lines[2:]] == ["1", "2", "3"]
     assert all(line.rstrip().endswith("loss") for line in lines[2:])
+    assert all(re.search(r" \d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", line) for line in lines[2:])  # S3's LastModified
 
     latest = f"{s3_run}/ckpt/0000000003.npz"
     inspected = json.loads(objio_cli("inspect", latest, "--json").stdout)
