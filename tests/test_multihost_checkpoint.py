@@ -258,3 +258,72 @@ def test_restore_in_a_plain_process(jobs: Jobs) -> None:
     assert tree["params"]["nx"].tobytes() == harness.model(4)["nx"].tobytes()
     same = objio.load_tree(f"{jobs.url}/{_key(4)}", like={"params": {"x": np.zeros((8, 6), np.float32)}})
     assert same["params"]["x"].tobytes() == harness.model(4)["x"].tobytes()
+
+
+# ---------------------------------------------------------------- in one plain process
+
+
+def _sharded_checkpoint(logdir: str, idx: int) -> None:
+    """A multi-process checkpoint as a job writes it (save_sharded runs in a plain process too)."""
+    import objio
+    from objio.multihost import save_sharded
+
+    harness = _harness()
+    save_sharded(objio.open_storage(logdir), _key(idx), harness.model(idx), metadata={"idx": idx})
+
+
+def test_a_plain_process_is_not_a_multi_process_job() -> None:
+    from objio.multihost import in_multi_process_job
+
+    assert in_multi_process_job() is False
+
+
+def test_convert_consolidates_a_multi_process_checkpoint(tmp_path: Path) -> None:
+    import objio
+
+    logdir = str(tmp_path / "run")
+    _sharded_checkpoint(logdir, 7)
+    objio.io.convert(f"{logdir}/{_key(7)}", str(tmp_path / "model.npz"))
+    objio.io.convert(f"{logdir}/{_key(7)}", str(tmp_path / "model.safetensors"))
+    want = _harness().model(7)
+    with np.load(tmp_path / "model.npz") as npz:
+        assert npz["names"].tolist() == list(want)
+        assert npz["0"].tobytes() == want["x"].tobytes()
+    assert objio.read_metadata(str(tmp_path / "model.npz")) == {"idx": 7}
+    loaded = objio.load_tree(str(tmp_path / "model.safetensors"))
+    assert sorted(loaded) == sorted(want)
+    assert all(loaded[name].tobytes() == want[name].tobytes() for name in want)
+    with open(f"{logdir}/{_key(7)}", "rb") as stream, pytest.raises(TypeError, match="pass its path or URL"):
+        objio.io.convert(stream, str(tmp_path / "other.npz"))
+
+
+def test_retention_in_a_plain_process_deletes_a_multi_process_checkpoint_with_its_parts(tmp_path: Path) -> None:
+    import jax.numpy as jnp
+
+    import objio
+
+    logdir = str(tmp_path / "run")
+    _sharded_checkpoint(logdir, 1)
+    storage = objio.open_storage(logdir)
+    assert storage.list("ckpt/0000000001.parts/")
+    ckpt = objio.Checkpoint(logdir, keep_ckpts=1)
+    ckpt.save({"w": jnp.ones(2)}, 2)
+    assert ckpt.indices() == [2]
+    assert storage.list("ckpt/") == [_key(2)]
+
+
+def test_a_shape_mismatch_is_refused_before_anything_is_read(tmp_path: Path) -> None:
+    import jax.numpy as jnp
+
+    import objio
+    from objio.errors import MissingVariablesError, ShapeMismatchError
+
+    logdir = str(tmp_path / "run")
+    _sharded_checkpoint(logdir, 1)
+    ckpt = objio.Checkpoint(logdir, keep_ckpts=None)
+    vc = objio.VarCollection({"x": objio.TrainVar(jnp.zeros((6, 8), jnp.float32))})
+    with pytest.raises(ShapeMismatchError, match=r"variable x from .*0000000001.npz: the file holds shape \(8, 6\)"):
+        ckpt.restore(vc)
+    assert vc["x"].value.shape == (6, 8)
+    with pytest.raises(MissingVariablesError, match=r"\['params/w'\]"):
+        ckpt.restore_tree(like={"params": {"w": jnp.zeros(3)}})

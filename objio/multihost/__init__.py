@@ -18,7 +18,7 @@ array([[0., 1., 2.],
 """
 
 from objio.multihost._cleanup import delete_sharded, delete_uncommitted, uncommitted_parts
-from objio.multihost._consolidate import consolidate
+from objio.multihost._consolidate import ShardedArrays, consolidate
 from objio.multihost._coordination import SaveAbortedError
 from objio.multihost._layout import ArrayEntry, Manifest, ShardEntry, parts_folder
 from objio.multihost._load import load_manifest, load_sharded
@@ -29,6 +29,7 @@ __all__ = [
     "ArrayEntry",
     "Manifest",
     "SaveAbortedError",
+    "ShardedArrays",
     "ShardEntry",
     "consolidate",
     "delete_sharded",
