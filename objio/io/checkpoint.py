@@ -90,6 +90,11 @@ class Checkpoint:
     survives (with ``keep_ckpts=1`` an older one may then stay until the next save). Scores are read
     from each checkpoint's metadata once per :class:`Checkpoint` object.
 
+    **Many processes.** In a multi-process ``jax.distributed`` job every process calls :meth:`save`
+    (and ``restore``) with the same arguments: each writes only the shards it holds, process 0
+    commits the checkpoint once all are in and alone applies retention, and restores put every array
+    back on its current sharding, reading only the bytes each process needs. See ``docs/multihost.rst``.
+
     Subclasses may override the class constants below, as in Objax; they apply to collections
     (pytrees always go through :func:`objio.save_tree` and :func:`objio.load_tree`). ``SAVE_FN``
     receives an open binary stream (whose ``name`` is the checkpoint's path) that the checkpoint
