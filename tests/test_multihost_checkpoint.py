@@ -4,7 +4,8 @@ Each job runs this file as a script (``python test_multihost_checkpoint.py plan.
 process harness of tests/test_multihost.py (its ``run_job``, its model and shardings, its storage
 wrapper that injects a fault into a part write). The processes call ``Checkpoint.save`` and
 ``Checkpoint.restore`` as a single process would; the pytest process then checks the storage, and
-restores in a plain process.
+restores in a plain process. plugins/objio-s3/tests/test_s3_multihost_checkpoint.py runs the same
+jobs and tests on S3 (moto).
 """
 
 from __future__ import annotations
@@ -138,12 +139,12 @@ def _key(idx: int) -> str:
 class Jobs:
     """Two jobs of 2 processes x 2 devices on one logdir, with keep_ckpts=2."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, url: str) -> None:
         import objio
 
         harness = _harness()
         self.folder = folder
-        self.url = str(folder / "run")
+        self.url = url
         self.storage = objio.open_storage(self.url)
         # Job A: three saves of a VarCollection (retention deletes 1), restore it, a pytree save (retention
         # deletes 2), restore it, then a save in which process 1 is killed half way through its part.
@@ -187,7 +188,8 @@ class Jobs:
 
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory: pytest.TempPathFactory) -> Jobs:
-    return Jobs(tmp_path_factory.mktemp("multihost_checkpoint"))
+    folder = tmp_path_factory.mktemp("multihost_checkpoint")
+    return Jobs(folder, str(folder / "run"))
 
 
 def _folders(keys: list[str]) -> list[str]:
