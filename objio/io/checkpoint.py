@@ -218,7 +218,9 @@ class Checkpoint:
             a JSON-serialisable dict; nothing was written.
         :raises ValueError: ``idx`` is negative; nothing was written.
         :raises ObjectExistsError: checkpoint ``idx`` exists (and ``overwrite`` is false); nothing
-            was written or deleted.
+            was written or deleted (in a multi-process job: in every process).
+        :raises SaveAbortedError: in a multi-process job, another process failed, was killed or timed
+            out (``multihost_timeout_s``); nothing was committed, in any process.
         """
         idx = checked_index(idx)
         metadata = check_metadata(metadata)
