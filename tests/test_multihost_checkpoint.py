@@ -77,7 +77,11 @@ def _mismatches(harness: ModuleType, state: Any, idx: int) -> list[str]:
 
 
 def _run_step(harness: ModuleType, ckpt: Any, step: dict[str, Any], process: int) -> dict[str, Any]:
+    import objio
+
     result: dict[str, Any] = {"step": step["do"], "idx": step.get("idx")}
+    if "url" in step:  # another run's folder
+        ckpt = objio.Checkpoint(step["url"], keep_ckpts=None)
     try:
         if step["do"] == "save":
             ckpt._storage.fault = step.get("fault", {}).get(str(process))
@@ -164,6 +168,10 @@ class Jobs:
             ],
         )
         self.keys_after_a = self.storage.list("ckpt/")
+        # A single-file checkpoint, as a one-process run writes it.
+        self.single_url = url + "-single"
+        single = {name: objio.TrainVar(value) for name, value in harness.model(9).items()}
+        objio.Checkpoint(self.single_url, keep_ckpts=None).save(objio.VarCollection(single), 9)
         # Job B, a new job: restore the last good checkpoint (the pytree), save the next (a VarCollection);
         # its cleanup removes what 5 left.
         self.b = harness.run_job(
@@ -171,7 +179,11 @@ class Jobs:
             self.url,
             2,
             2,
-            [{"do": "restore", "kind": "tree"}, {"do": "save", "idx": 6, "kind": "vc"}],
+            [
+                {"do": "restore", "kind": "tree"},
+                {"do": "save", "idx": 6, "kind": "vc"},
+                {"do": "restore", "kind": "vc", "url": self.single_url},
+            ],
         )
         self.keys_after_b = self.storage.list("ckpt/")
 
@@ -237,6 +249,12 @@ def test_the_next_save_removes_what_the_failed_save_left(jobs: Jobs) -> None:
     for process in (0, 1):
         assert jobs.step("b", process, 1)["outcome"] == "ok"
     assert _folders(jobs.keys_after_b) == ["0000000004.npz", "0000000004.parts", "0000000006.npz", "0000000006.parts"]
+
+
+def test_every_process_restores_a_single_file_checkpoint(jobs: Jobs) -> None:
+    for process in (0, 1):
+        restored = jobs.step("b", process, 2)
+        assert (restored["outcome"], restored["restored"], restored["mismatches"]) == ("ok", 9, [])
 
 
 def test_restore_in_a_plain_process(jobs: Jobs) -> None:

@@ -52,5 +52,9 @@ def test_restore_in_a_plain_process(jobs: Any) -> None:
     tests.test_restore_in_a_plain_process(jobs)
 
 
+def test_every_process_restores_a_single_file_checkpoint(jobs: Any) -> None:
+    tests.test_every_process_restores_a_single_file_checkpoint(jobs)
+
+
 def test_no_multipart_upload_is_left_open(jobs: Any, no_pending_uploads: Any) -> None:
     assert no_pending_uploads(jobs.url.split("/")[2]) == []
