@@ -23,17 +23,20 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 from jax import tree_util
 
 from objio.codec import write_npz
-from objio.io._arrays import check_metadata, open_arrays
+from objio.io._arrays import ArrayReader, check_metadata, open_arrays
 from objio.io._duck import is_var_collection, is_variable
-from objio.io._files import FileOrStr, describe, open_for_write
+from objio.io._files import FileOrStr, describe, open_for_write, split_url
 from objio.io.save_load import checked, raise_missing
+from objio.multihost._layout import is_multihost_metadata
+from objio.multihost._probe import in_multi_process_job
 from objio.progress import Progress
+from objio.storage import Storage, join_url
 
 __all__ = ["leaf_names", "load_tree", "save_tree"]
 
@@ -67,6 +70,10 @@ def save_tree(
     :param progress: how to show the bytes written (see :mod:`objio.progress`).
     :raises TypeError: ``metadata`` is not JSON-serialisable, or ``tree`` holds variables (save those
         with :func:`objio.io.save_var_collection`); raised before anything is written.
+
+    In a multi-process ``jax.distributed`` job, every process calls it with the same path or URL
+    and the same tree: each writes only the shards it holds and ``file`` becomes the commit object
+    of a multi-process checkpoint (:func:`objio.multihost.save_sharded`; npz only, no progress bar).
     """
     metadata = check_metadata(metadata)
     if is_var_collection(tree):
@@ -74,16 +81,10 @@ def save_tree(
             f"save_tree got a collection of variables for {describe(file)}; "
             f"save it with objio.io.save_var_collection (or pass a pytree of arrays)"
         )
-    names, leaves = [], []
-    for path, leaf in tree_util.tree_flatten_with_path(tree)[0]:
-        if is_variable(leaf):
-            raise TypeError(
-                f"save_tree: the leaf {leaf_name(path)!r} is a variable ({type(leaf).__name__}), not an array; "
-                f"pass its .value, or save a collection with objio.io.save_var_collection"
-            )
-        if _is_stored(leaf):
-            names.append(leaf_name(path))
-            leaves.append(leaf)
+    names, leaves = named_leaves(tree)
+    if _is_path(file) and in_multi_process_job():
+        _save_sharded_tree(file, names, leaves, metadata, format, storage_options)
+        return
     chosen = format or _format_of(file)
     total = sum(int(np.asarray(leaf).nbytes) if isinstance(leaf, _NUMBERS) else int(leaf.nbytes) for leaf in leaves)
     with open_for_write(file, storage_options, progress=progress, total=total, action="saved") as stream:
@@ -97,6 +98,45 @@ def save_tree(
             raise ValueError(f"format must be 'npz' or 'safetensors', got {chosen!r}")
 
 
+def _save_sharded_tree(
+    file: str | os.PathLike[str],
+    names: list[str],
+    leaves: list[Any],
+    metadata: dict[str, Any] | None,
+    format: Format | None,
+    storage_options: dict[str, Any] | None,
+) -> None:
+    """Every process of a multi-process job writes its own shards; the file becomes a commit object."""
+    if (format or _format_of(file)) != "npz":
+        raise ValueError(
+            f"{describe(file)}: a multi-process job saves npz checkpoints (each process writes its own shards); "
+            f"save as .npz, then convert a consolidated copy with objio.io.convert"
+        )
+    from objio.multihost import save_sharded
+
+    storage, key = split_url(file, storage_options)
+    # Replaced if it exists, as a single-process save_tree does (Checkpoint saves create-only).
+    save_sharded(storage, key, dict(zip(names, leaves, strict=True)), if_absent=False, metadata=metadata)
+
+
+def named_leaves(tree: Any) -> tuple[list[str], list[Any]]:
+    """The stored leaves of ``tree`` and their names (see the module doc), in flattening order.
+
+    :raises TypeError: a leaf is a variable, not an array.
+    """
+    names, leaves = [], []
+    for path, leaf in tree_util.tree_flatten_with_path(tree)[0]:
+        if is_variable(leaf):
+            raise TypeError(
+                f"save_tree: the leaf {leaf_name(path)!r} is a variable ({type(leaf).__name__}), not an array; "
+                f"pass its .value, or save a collection with objio.io.save_var_collection"
+            )
+        if _is_stored(leaf):
+            names.append(leaf_name(path))
+            leaves.append(leaf)
+    return names, leaves
+
+
 def load_tree(
     file: FileOrStr, like: Any = None, *, storage_options: dict[str, Any] | None = None, progress: Progress = None
 ) -> Any:
@@ -108,6 +148,9 @@ def load_tree(
     sharding. Only the arrays ``like`` needs are read. Without ``like``, the result is nested dicts
     rebuilt from the names (lists where the positions are 0, 1, ... n-1), holding numpy arrays.
 
+    A multi-process checkpoint (its commit object's path or URL) loads the same way: each process
+    reads only the bytes of the shards its devices need for ``like``'s shardings.
+
     :param file: a path, a URL or an open seekable binary file (left open).
     :param like: the structure, dtypes and shardings wanted.
     :param storage_options: options for the storage backend of a URL.
@@ -116,17 +159,54 @@ def load_tree(
     :raises ShapeMismatchError: a stored shape differs from the leaf's.
     :raises DtypeMismatchError: a stored dtype cannot be cast to the leaf's.
     """
-    if like is None:
-        return _load_nested(file, storage_options, progress)
     where = describe(file)
+    with open_arrays(file, storage_options, progress=progress, action="loaded") as reader:
+        if not is_multihost_metadata(getattr(reader, "metadata", {})):
+            return _tree_from(reader, like, where)
+    if not _is_path(file):
+        raise TypeError(
+            f"{where} is the commit object of a multi-process checkpoint, whose arrays are in part files beside it: "
+            f"pass its path or URL instead of an open file"
+        )
+    return load_sharded_tree(*split_url(file, storage_options), like)
+
+
+def _tree_from(reader: ArrayReader, like: Any, where: str) -> Any:
+    if like is None:
+        return _nested({name: reader.read(i) for i, name in enumerate(reader.names)}, where)
     flat, treedef = tree_util.tree_flatten_with_path(like)
     wanted = {i: leaf_name(path) for i, (path, leaf) in enumerate(flat) if _is_stored(leaf) or _is_spec(leaf)}
-    with open_arrays(file, storage_options, progress=progress, action="loaded") as reader:
-        index_of = {name: i for i, name in enumerate(reader.names)}
-        missing = [name for name in wanted.values() if name not in index_of]
-        if missing:
-            raise_missing(missing, sorted(set(index_of) - set(wanted.values())), where)
-        arrays = {i: checked(reader.read(index_of[name]), flat[i][1], name, where) for i, name in wanted.items()}
+    index_of = {name: i for i, name in enumerate(reader.names)}
+    missing = [name for name in wanted.values() if name not in index_of]
+    if missing:
+        raise_missing(missing, sorted(set(index_of) - set(wanted.values())), where)
+    arrays = {i: checked(reader.read(index_of[name]), flat[i][1], name, where) for i, name in wanted.items()}
+    leaves = [_like_leaf(arrays[i], leaf) if i in arrays else leaf for i, (_, leaf) in enumerate(flat)]
+    return tree_util.tree_unflatten(treedef, leaves)
+
+
+def load_sharded_tree(storage: Storage, key: str, like: Any) -> Any:
+    """:func:`load_tree` of the multi-process checkpoint at ``key``: each jax leaf of ``like`` on its sharding.
+
+    Each process reads only the bytes its devices need; leaves that are not jax arrays (and every
+    leaf when ``like`` is ``None``) are read whole, as NumPy arrays.
+    """
+    from objio.multihost import load_manifest, load_sharded
+    from objio.multihost._restore import check_shape, sharding_of
+
+    where = join_url(storage.url, key)
+    entries = {entry.name: entry for entry in load_manifest(storage, key).arrays}
+    if like is None:
+        return _nested(load_sharded(storage, key, dict.fromkeys(entries)), where)
+    flat, treedef = tree_util.tree_flatten_with_path(like)
+    wanted = {i: leaf_name(path) for i, (path, leaf) in enumerate(flat) if _is_stored(leaf) or _is_spec(leaf)}
+    missing = [name for name in wanted.values() if name not in entries]
+    if missing:
+        raise_missing(missing, sorted(set(entries) - set(wanted.values())), where)
+    for i, name in wanted.items():
+        check_shape(entries[name], flat[i][1], where)
+    loaded = load_sharded(storage, key, {name: sharding_of(flat[i][1]) for i, name in wanted.items()})
+    arrays = {i: checked(loaded[name], flat[i][1], name, where) for i, name in wanted.items()}
     leaves = [_like_leaf(arrays[i], leaf) if i in arrays else leaf for i, (_, leaf) in enumerate(flat)]
     return tree_util.tree_unflatten(treedef, leaves)
 
@@ -173,9 +253,8 @@ def _parse_segment(segment: str) -> str | int:
     return segment.replace("~1", "/").replace("~0", "~")
 
 
-def _load_nested(file: FileOrStr, storage_options: dict[str, Any] | None, progress: Progress) -> Any:
-    with open_arrays(file, storage_options, progress=progress, action="loaded") as reader:
-        arrays = {name: reader.read(i) for i, name in enumerate(reader.names)}
+def _nested(arrays: dict[str, Any], where: str) -> Any:
+    """Nested dicts (and lists) rebuilt from the leaves' names."""
     if list(arrays) == [""]:  # the whole tree was one array
         return arrays[""]
     root: dict[str, Any] = {}
@@ -185,7 +264,7 @@ def _load_nested(file: FileOrStr, storage_options: dict[str, Any] | None, progre
         for segment in parents:
             child = node.setdefault(segment, {})
             if not isinstance(child, dict):
-                raise ValueError(f"{describe(file)}: {name!r} is below {segment!r}, which is an array")
+                raise ValueError(f"{where}: {name!r} is below {segment!r}, which is an array")
             node = child
         node[last] = array
     return _rebuild(root)
@@ -199,6 +278,10 @@ def _rebuild(node: Any) -> Any:
     if items and all(_DIGITS.fullmatch(s) for s in items) and sorted(map(int, items)) == list(range(len(items))):
         return [items[s] for s in sorted(items, key=int)]
     return {_parse_segment(segment): child for segment, child in items.items()}
+
+
+def _is_path(file: FileOrStr) -> TypeGuard[str | os.PathLike[str]]:
+    return isinstance(file, (str, os.PathLike))
 
 
 def _is_stored(leaf: Any) -> bool:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from typing import Any
 
 from objio.codec import write_npz
-from objio.io._arrays import open_arrays
-from objio.io._files import FileOrStr, describe, open_for_write
+from objio.io._arrays import ArrayReader, open_arrays
+from objio.io._files import FileOrStr, describe, open_for_write, split_url
+from objio.multihost._layout import is_multihost_metadata
 from objio.progress import Progress
 
 __all__ = ["convert"]
@@ -26,7 +30,8 @@ def convert(
 
     The format of ``dst`` is ``format``, else safetensors if its name ends with ``.safetensors``,
     else npz. Into npz the arrays stream one at a time; safetensors is built in memory first.
-    The user metadata travels too.
+    The user metadata travels too. A multi-process checkpoint (``src`` its commit object's path or
+    URL) is consolidated: each array is gathered from its shards, one array in memory at a time.
 
     >>> import objio, jax.numpy as jnp
     >>> objio.save_tree('memory://doc/conv.npz', {'w': jnp.ones(2)})
@@ -41,7 +46,7 @@ def convert(
     chosen = format or ("safetensors" if str(describe(dst)).endswith(".safetensors") else "npz")
     if chosen not in ("npz", "safetensors"):
         raise ValueError(f"format must be 'npz' or 'safetensors', got {chosen!r}")
-    with open_arrays(src, src_options, progress=progress, action="converted") as reader:
+    with _open_source(src, src_options, progress) as reader:
         names = list(reader.names)
         values = (reader.read(i) for i in range(len(names)))
         metadata = reader.user_metadata
@@ -52,3 +57,21 @@ def convert(
                 write_safetensors(stream, names, values, where=describe(dst), metadata=metadata)
             else:
                 write_npz(stream, names, values, where=describe(dst), metadata=metadata)
+
+
+@contextlib.contextmanager
+def _open_source(src: FileOrStr, options: dict[str, Any] | None, progress: Progress) -> Iterator[ArrayReader]:
+    """The arrays of ``src``, or of the multi-process checkpoint whose commit object ``src`` is."""
+    with open_arrays(src, options, progress=progress, action="converted") as reader:
+        if not is_multihost_metadata(getattr(reader, "metadata", {})):
+            yield reader
+            return
+    if not isinstance(src, (str, os.PathLike)):
+        raise TypeError(
+            f"{describe(src)} is the commit object of a multi-process checkpoint, whose arrays are in part files "
+            f"beside it: pass its path or URL instead of an open file"
+        )
+    from objio.multihost import ShardedArrays
+
+    with ShardedArrays(*split_url(src, options)) as arrays:
+        yield arrays

@@ -16,6 +16,7 @@ from typing import Any, BinaryIO, ClassVar, TypeVar, cast
 
 from objio import errors
 from objio._host import open_storage
+from objio.codec import NpzReader
 from objio.errors import (
     CorruptFileError,
     NoCheckpointWarning,
@@ -26,13 +27,18 @@ from objio.errors import (
     StorageUnavailableError,
 )
 from objio.io._arrays import check_metadata
-from objio.io._duck import is_var_collection
+from objio.io._duck import is_var_collection, unique_targets
 from objio.io._files import FileOrStr, NamedStream, split_url, tracked
 from objio.io.retention import RetentionPolicy, best_indices, score_of
 from objio.io.save_load import load_var_collection, read_metadata, save_var_collection
+from objio.multihost import delete_sharded, save_sharded
+from objio.multihost._layout import is_multihost_metadata
+from objio.multihost._probe import in_multi_process_job
+from objio.multihost._restore import restore_collection
+from objio.multihost._save import DEFAULT_TIMEOUT_S
 from objio.progress import Progress, format_size
 from objio.storage import join_url
-from objio.tree import leaf_names, load_tree, save_tree
+from objio.tree import leaf_names, load_sharded_tree, load_tree, named_leaves, save_tree
 from objio.var_collection import VarCollection
 
 __all__ = ["Checkpoint"]
@@ -83,6 +89,11 @@ class Checkpoint:
     deletes a newer checkpoint, and when two jobs save side by side the newest checkpoint always
     survives (with ``keep_ckpts=1`` an older one may then stay until the next save). Scores are read
     from each checkpoint's metadata once per :class:`Checkpoint` object.
+
+    **Many processes.** In a multi-process ``jax.distributed`` job every process calls :meth:`save`
+    (and ``restore``) with the same arguments: each writes only the shards it holds, process 0
+    commits the checkpoint once all are in and alone applies retention, and restores put every array
+    back on its current sharding, reading only the bytes each process needs. See ``docs/multihost.rst``.
 
     Subclasses may override the class constants below, as in Objax; they apply to collections
     (pytrees always go through :func:`objio.save_tree` and :func:`objio.load_tree`). ``SAVE_FN``
@@ -141,6 +152,7 @@ class Checkpoint:
         best_mode: str = "min",
         progress: Progress = None,
         storage_options: dict[str, Any] | None = None,
+        multihost_timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         """
         :param logdir: the run's folder: a local path or a URL.
@@ -154,6 +166,8 @@ class Checkpoint:
         :param progress: how saves and restores show their bytes: ``None`` a bar when a person watches
             and the transfer takes a while, ``True``, ``False``, or a callable (see :mod:`objio.progress`).
         :param storage_options: options for the storage backend of a URL.
+        :param multihost_timeout_s: in a multi-process job, how long a save waits for the slowest
+            process's part before it fails in every process (see :func:`objio.multihost.save_sharded`).
         :raises ValueError: a policy is out of range (``keep_ckpts >= 0``, ``keep_period >= 1``,
             ``keep_best >= 1`` with a ``best_key``, ``best_mode`` ``'min'`` or ``'max'``).
         """
@@ -165,6 +179,7 @@ class Checkpoint:
         self.verbose = verbose
         self.progress = progress
         self._storage_options = storage_options
+        self.multihost_timeout_s = multihost_timeout_s
         self._name_pattern = _index_pattern(self.FILE_FORMAT)
         self._storage = open_storage(self.logdir, storage_options)
         self._scores: dict[int, float | None] = {}  # read once per index: a committed checkpoint never changes
@@ -203,17 +218,70 @@ class Checkpoint:
             a JSON-serialisable dict; nothing was written.
         :raises ValueError: ``idx`` is negative; nothing was written.
         :raises ObjectExistsError: checkpoint ``idx`` exists (and ``overwrite`` is false); nothing
-            was written or deleted.
+            was written or deleted (in a multi-process job: in every process).
+        :raises SaveAbortedError: in a multi-process job, another process failed, was killed or timed
+            out (``multihost_timeout_s``); nothing was committed, in any process.
         """
         idx = checked_index(idx)
         metadata = check_metadata(metadata)
+        if in_multi_process_job():
+            self._save_sharded(state, idx, metadata, overwrite)
+            return
         write = self._writer(state, metadata)
         path = self.path(idx)
         with self._storage.open_writer(self._key(idx), if_absent=not overwrite) as stream:
             write(cast(BinaryIO, NamedStream(stream, path)))
+        self._after_save(idx, metadata)
+
+    def _after_save(self, idx: int, metadata: dict[str, Any] | None) -> None:
         if self.retention.best_key is not None:
             self._scores[idx] = score_of(metadata, self.retention.best_key)
         self._apply_retention(just_written=idx)
+
+    def _save_sharded(self, state: Any, idx: int, metadata: dict[str, Any] | None, overwrite: bool) -> None:
+        """Every process writes the shards it holds; process 0 commits, then alone applies retention."""
+        import jax
+
+        if is_var_collection(state):
+            named = {name: var.value for name, var in unique_targets(state)}
+        else:
+            named = dict(zip(*named_leaves(state), strict=True))
+            if not named:
+                raise TypeError(
+                    f"Checkpoint.save got {type(state).__name__}, which holds no arrays; pass a VarCollection "
+                    f"(objio's or Objax's) or a pytree of arrays such as {{'w': jnp.zeros(3)}}"
+                )
+        save_sharded(
+            self._storage,
+            self._key(idx),
+            named,
+            if_absent=not overwrite,
+            timeout_s=self.multihost_timeout_s,
+            metadata=metadata,
+        )
+        if jax.process_index() != 0:  # one process deletes, so no two race over the same files
+            return
+        self._delete_failed_parts(older_than=idx)
+        self._after_save(idx, metadata)
+
+    def _delete_failed_parts(self, older_than: int) -> None:
+        """Remove the parts of failed multi-process saves (no commit object) of indices below ``older_than``.
+
+        Never those of a higher index: another job (or a zombie) may be saving it right now. One
+        listing, no reads: a committed checkpoint's leftover attempts are removed by its own save.
+        """
+        prefix = f"{self.DIR_NAME}/"
+        suffix = ".npz" if self.FILE_FORMAT.endswith(".npz") else ""  # what parts_folder() strips
+        try:
+            keys = self._storage.list(prefix)
+            listed = set(keys)
+            for key in keys:
+                stem, marker, _ = key[len(prefix) :].partition(".parts/")
+                match = self._name_pattern.fullmatch(stem + suffix) if marker else None
+                if match and int(match.group(1)) < older_than and f"{prefix}{stem}{suffix}" not in listed:
+                    self._storage.delete(key)
+        except OSError as e:  # the checkpoint is committed; leftovers are only untidy, and `objio gc` removes them
+            logger.warning("could not remove the parts failed saves left in %s: %s", join_url(self.logdir, prefix), e)
 
     def _writer(self, state: Any, metadata: dict[str, Any] | None) -> Callable[[BinaryIO], None]:
         """The call that writes ``state`` to a stream, after checking that it can (nothing is written yet)."""
@@ -260,7 +328,7 @@ class Checkpoint:
             except ObjectNotFoundError:  # another job's retention got there first
                 continue
             start = time.perf_counter()
-            self._storage.delete(key)
+            delete_sharded(self._storage, key)  # a multi-process checkpoint's parts too
             self._scores.pop(idx, None)
             if self.verbose:
                 seconds = time.perf_counter() - start
@@ -285,7 +353,11 @@ class Checkpoint:
             raise TypeError(
                 f"Must pass a VarCollection to restore; received type {type(vc)}. For a pytree, use restore_tree()."
             )
-        found = self._read(idx, self._with_progress(type(self).LOAD_FN, vc, {}, "loaded"))
+        found = self._read(
+            idx,
+            self._with_progress(type(self).LOAD_FN, vc, {}, "loaded"),
+            lambda key: restore_collection(self._storage, key, vc),
+        )
         if found is None:
             self._warn_nothing_to_restore("variables were not restored")
             return 0, ""
@@ -299,7 +371,11 @@ class Checkpoint:
             :class:`~objio.errors.NoCheckpointWarning`), so a first run carries on from ``like``.
         :raises ObjectNotFoundError: checkpoint ``idx`` was asked for and does not exist.
         """
-        found = self._read(idx, lambda stream: load_tree(stream, like, progress=self.progress))
+        found = self._read(
+            idx,
+            lambda stream: load_tree(stream, like, progress=self.progress),
+            lambda key: load_sharded_tree(self._storage, key, like),
+        )
         if found is None:
             self._warn_nothing_to_restore("returning like as it is")
             return 0, like
@@ -351,14 +427,18 @@ class Checkpoint:
             stacklevel=3,
         )
 
-    def _read(self, idx: int | None, read: Callable[[BinaryIO], T]) -> tuple[int, T] | None:
+    def _read(
+        self, idx: int | None, read: Callable[[BinaryIO], T], read_sharded: Callable[[str], T] | None = None
+    ) -> tuple[int, T] | None:
         """``(idx, read(stream))`` for checkpoint ``idx``, or for the newest one that can be read.
+
+        A multi-process checkpoint is read by ``read_sharded(key)`` instead, where given.
 
         :returns: ``None`` when ``idx`` is ``None`` and there is no checkpoint.
         """
         if idx is not None:
             idx = checked_index(idx)
-            return idx, self._read_one(idx, read)
+            return idx, self._read_one(idx, read, read_sharded)
         tried: list[int] = []
         while True:
             untried = [i for i in self._listed() if i not in tried]
@@ -374,7 +454,7 @@ class Checkpoint:
                 return None
             newest = untried[-1]
             try:
-                return newest, self._read_one(newest, read)
+                return newest, self._read_one(newest, read, read_sharded)
             except _VANISHED as e:
                 tried.append(newest)
                 logger.warning(
@@ -391,10 +471,15 @@ class Checkpoint:
             self._check_is_folder()
             raise
 
-    def _read_one(self, idx: int, read: Callable[[BinaryIO], T]) -> T:
+    def _read_one(self, idx: int, read: Callable[[BinaryIO], T], read_sharded: Callable[[str], T] | None = None) -> T:
+        """``read(stream)`` of checkpoint ``idx``, or ``read_sharded(key)`` when it is a multi-process one."""
         path = self.path(idx)
-        with self._storage.open_reader(self._key(idx)) as stream:
-            return read(cast(BinaryIO, NamedStream(stream, path)))
+        key = self._key(idx)
+        with self._storage.open_reader(key) as stream:
+            named = cast(BinaryIO, NamedStream(stream, path))
+            if read_sharded is None or not _is_commit_object(named, path):
+                return read(named)
+        return read_sharded(key)
 
     def _check_is_folder(self) -> None:
         """Raise if ``logdir`` or its checkpoint folder is a file: listing it finds nothing, which must not
@@ -412,6 +497,17 @@ class Checkpoint:
                     f"{folder}/; pass the run's folder as logdir instead",
                     url=where,
                 )
+
+
+def _is_commit_object(stream: BinaryIO, where: str) -> bool:
+    """Whether ``stream`` is a multi-process checkpoint's commit object (it reads the npz's directory only)."""
+    try:
+        with NpzReader(stream, where) as reader:
+            return is_multihost_metadata(reader.metadata)
+    except CorruptFileError:  # not an npz at all: the ordinary reader says what is wrong with it
+        return False
+    finally:
+        stream.seek(0)
 
 
 def _takes(fn: Callable[..., Any], name: str) -> bool:

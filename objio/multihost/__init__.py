@@ -18,21 +18,23 @@ array([[0., 1., 2.],
 """
 
 from objio.multihost._cleanup import delete_sharded, delete_uncommitted, uncommitted_parts
-from objio.multihost._consolidate import consolidate
+from objio.multihost._consolidate import ShardedArrays, consolidate
 from objio.multihost._coordination import SaveAbortedError
 from objio.multihost._layout import ArrayEntry, Manifest, ShardEntry, parts_folder
 from objio.multihost._load import load_manifest, load_sharded
-from objio.multihost._probe import is_multihost_checkpoint
+from objio.multihost._probe import in_multi_process_job, is_multihost_checkpoint
 from objio.multihost._save import save_sharded
 
 __all__ = [
     "ArrayEntry",
     "Manifest",
     "SaveAbortedError",
+    "ShardedArrays",
     "ShardEntry",
     "consolidate",
     "delete_sharded",
     "delete_uncommitted",
+    "in_multi_process_job",
     "is_multihost_checkpoint",
     "load_manifest",
     "load_sharded",

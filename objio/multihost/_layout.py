@@ -109,9 +109,13 @@ def dtype_from_name(name: str, where: str) -> np.dtype:
     return dtype
 
 
-def commit_bytes(manifest: Manifest) -> bytes:
-    """The commit object: an npz with an empty ``names.npy`` and the manifest in ``objio.json``."""
-    document = {
+def commit_bytes(manifest: Manifest, metadata: dict[str, Any] | None = None) -> bytes:
+    """The commit object: an npz with an empty ``names.npy`` and the manifest in ``objio.json``.
+
+    ``metadata`` (the user's dict) goes where a single-file checkpoint keeps it, so
+    :func:`objio.read_metadata` and ``Checkpoint.metadata`` read it from either kind.
+    """
+    document: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
         "dtypes": {},
@@ -132,6 +136,8 @@ def commit_bytes(manifest: Manifest) -> bytes:
             ],
         },
     }
+    if metadata is not None:
+        document["user"] = metadata
     names = io.BytesIO()
     np.lib.format.write_array(names, np.zeros(0, dtype="<U1"), allow_pickle=False)
     out = io.BytesIO()

@@ -58,6 +58,7 @@ def save_sharded(
     *,
     if_absent: bool = True,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    metadata: dict[str, Any] | None = None,
 ) -> None:
     """Save globally sharded arrays as one multi-process checkpoint at ``key``.
 
@@ -73,6 +74,8 @@ def save_sharded(
     :param if_absent: fail if ``key`` exists (a zombie job) instead of replacing it.
     :param timeout_s: how long process 0 waits for the other processes' parts (the others wait up to
         twice as long for the commit) before giving up.
+    :param metadata: a JSON-serialisable dict stored in the commit object (:func:`objio.read_metadata`
+        reads it); process 0's is the one kept.
     :raises ObjectExistsError: in every process, when ``key`` exists and ``if_absent`` is set.
     :raises SaveAbortedError: in every process but the one that failed (which raises its own
         error), when any process failed, was killed or timed out. Nothing was committed.
@@ -105,7 +108,7 @@ def save_sharded(
         manifest = _manifest(key, save_id, plan, coordinator.process_count)
         _check_counts(plan, counts, where)
         with storage.open_writer(key, if_absent=if_absent) as stream:
-            stream.write(commit_bytes(manifest))
+            stream.write(commit_bytes(manifest, metadata))
     except ObjectExistsError as e:
         coordinator.announce(_EXISTS + str(e))
         raise
