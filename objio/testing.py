@@ -226,7 +226,10 @@ def _spawn(script: str, *args: str) -> subprocess.Popen[bytes]:
 
 
 def _stderr(child: subprocess.Popen[bytes]) -> str:
-    if child.poll() is None:
+    # A child that printed the wrong line is usually on its way out: let it finish writing its error.
+    try:
+        child.wait(timeout=5)
+    except subprocess.TimeoutExpired:
         child.kill()
         child.wait()
     return child.stderr.read().decode(errors="replace") if child.stderr else ""
