@@ -617,7 +617,7 @@ class KilledSave:
         self.attempted = attempted  #: the indices the writer was to save, in order
         self.saved = saved  #: the indices it reported saved before it died
         self.new = new  #: the indices listed after the kill that were not before (each restored bit-exact)
-        self.aborted = aborted  #: what ``storage.cleanup(0)`` cleaned after the kill
+        self.aborted = aborted  #: what ``storage.cleanup(0)`` cleaned after the kill (0 without a ``cleanup``)
 
     def __repr__(self) -> str:
         return f"<KilledSave {self.point or 'random'} attempted {self.attempted} new {self.new} aborted {self.aborted}>"
@@ -697,7 +697,8 @@ def kill_checkpoint_saves(
             assert listed == [ckpt._key(idx) for idx in after], f"listed {listed} for indices {after}"
             for idx in [before[-1], *new]:
                 _assert_checkpoint(ckpt, idx, nbytes)
-            results.append(KilledSave(point, attempted, saved, new, storage.cleanup(0)))
+            cleanup = getattr(storage, "cleanup", None)  # optional in a backend
+            results.append(KilledSave(point, attempted, saved, new, int(cleanup(0.0)) if cleanup else 0))
             for idx in after[:-1]:  # the emulator holds objects in memory: keep the newest, for the next check
                 storage.delete(ckpt._key(idx))
         for idx in ckpt.indices():
