@@ -48,5 +48,6 @@ def test_saves_killed_at_random_moments_leave_only_complete_checkpoints(
     outcomes: Counter[str] = Counter()
     for k in killed:
         outcomes["checkpoints committed"] += len(k.new)
+        outcomes["commits landed after the writer died"] += len(k.late)
         outcomes["killed with nothing committed"] += not k.new
     fault_log(fault="gcs-killed-save-random", trials=trials, **outcomes)

@@ -64,6 +64,7 @@ def test_saves_killed_at_random_moments_leave_only_complete_checkpoints(
     outcomes: Counter[str] = Counter()
     for k in killed:
         outcomes["checkpoints committed"] += len(k.new)
+        outcomes["commits landed after the writer died"] += len(k.late)
         outcomes["uploads aborted by cleanup"] += k.aborted
         outcomes["killed with nothing committed"] += not k.new
     fault_log(fault="s3-killed-save-random", trials=trials, **outcomes)
