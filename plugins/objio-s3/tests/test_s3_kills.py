@@ -25,7 +25,7 @@ def _url(bucket: str) -> str:
     return f"s3://{bucket}/{uuid.uuid4().hex}"
 
 
-def test_saves_killed_at_chosen_points_publish_nothing_and_cleanup_aborts_their_uploads(
+def test_saves_killed_at_chosen_points_publish_nothing_and_their_uploads_get_aborted(
     bucket: str, no_pending_uploads: Callable[[str], list[str]], fault_log: Callable[..., None]
 ) -> None:
     # Two full parts and a tail: the writer sends part 2 before it commits.
