@@ -24,7 +24,9 @@ killed writers leave behind, and :class:`objio.Checkpoint` end to end.
 
 The helpers the suite is built from are public too, for a backend's own tests: :func:`payload`,
 :func:`write_object`, :func:`read_object`, :func:`race_in_threads`, :func:`race_in_processes` and
-:func:`run_killed_writer` (over :func:`kill_when_ready`, which kills any script at a line it prints).
+:func:`run_killed_writer` (over :func:`kill_when_ready`, which kills any script at a line it prints);
+:func:`kill_checkpoint_saves` kills :class:`objio.Checkpoint` saves at chosen points and at random
+moments and checks what each left.
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ from __future__ import annotations
 import gc
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -47,7 +51,11 @@ from objio.errors import ObjectExistsError, ObjectNotFoundError
 from objio.storage import Capabilities, Storage
 
 __all__ = [
+    "KILL_POINTS",
+    "KilledSave",
     "StorageConformance",
+    "checkpoint_state",
+    "kill_checkpoint_saves",
     "kill_when_ready",
     "payload",
     "race_in_processes",
@@ -555,3 +563,223 @@ def _readline_within(child: subprocess.Popen[bytes], timeout: float) -> bytes:
     reader.start()
     reader.join(timeout)
     return result[0]
+
+
+# -- checkpoint saves killed at chosen points and at random moments ---------------------------------
+
+#: Where :func:`kill_checkpoint_saves` can stop a writer of a remote (staged-upload) backend before
+#: killing it: the session call it pauses in, and on which part. ``None``: killed at a random moment.
+KILL_POINTS: dict[str, tuple[str, int]] = {
+    "before-upload-start": ("start", 0),  # every byte still in memory, nothing sent
+    "before-first-part": ("send_part", 1),  # the multipart/resumable upload exists, holds no part
+    "mid-upload": ("send_part", 2),  # part 1 sent
+    "before-commit": ("commit", 0),  # every part stored, the publishing request not sent
+}
+
+# One child imports objio once and forks a writer per trial (a trial costs a fork, not an interpreter
+# start). A writer paused at a point says so and blocks until its SIGKILL; the parent opens no
+# storage, so no client, thread or event loop crosses the fork.
+_FORKING_CHECKPOINT_WRITER = r"""
+import importlib, json, os, sys, threading
+import objio
+from objio import _host
+from objio.remote import writer as staged
+from objio.testing import checkpoint_state
+
+# Imported once, here, not in every writer: the plugins and the backend modules the test names.
+_host._get_host()
+for module in json.loads(sys.argv[1]):
+    importlib.import_module(module)
+
+def say(**message):
+    print(json.dumps({"pid": os.getpid(), **message}), flush=True)
+
+def pause_in(session, method, part):
+    original = getattr(session, method)
+    def paused(*args, **kwargs):
+        if method != "send_part" or args[0] == part:
+            say(event="paused")
+            threading.Event().wait()  # until the SIGKILL
+        return original(*args, **kwargs)
+    setattr(session, method, paused)
+
+def trial(spec):
+    if spec.get("pause"):
+        method, part = spec["pause"]
+        original_init = staged.StagedWriter.__init__
+        def init(self, session, *args, **kwargs):
+            pause_in(session, method, part)
+            original_init(self, session, *args, **kwargs)
+        staged.StagedWriter.__init__ = init
+    else:
+        say(event="started")
+    ckpt = objio.Checkpoint(spec["url"], keep_ckpts=None, storage_options=spec["options"])
+    for idx in spec["indices"]:
+        ckpt.save(checkpoint_state(idx, spec["nbytes"]), idx)
+        say(event="saved", idx=idx)
+
+for line in sys.stdin:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            trial(json.loads(line))
+        finally:
+            sys.stdout.flush()
+            os._exit(0)
+    os.waitpid(pid, 0)
+    print(json.dumps({"pid": pid, "event": "reaped"}), flush=True)
+"""
+
+
+def checkpoint_state(idx: int, nbytes: int) -> dict[str, np.ndarray]:
+    """The pytree :func:`kill_checkpoint_saves` saves as checkpoint ``idx``: ``nbytes``, every value tied to ``idx``."""
+    return {"w": np.arange(nbytes // 8, dtype=np.float32) + idx, "b": np.full(nbytes // 16, idx, np.float64)}
+
+
+class KilledSave:
+    """What one killed writer left, as :func:`kill_checkpoint_saves` found it."""
+
+    def __init__(
+        self, point: str | None, attempted: list[int], saved: list[int], new: list[int], late: list[int], aborted: int
+    ) -> None:
+        self.point = point  #: the kill point, ``None`` for a random moment
+        self.attempted = attempted  #: the indices the writer was to save, in order
+        self.saved = saved  #: the indices it reported saved before it died
+        self.new = new  #: the indices of this writer listed after its kill (each restored bit-exact)
+        self.late = late  #: indices of earlier killed writers whose commit landed only now (restored bit-exact)
+        self.aborted = aborted  #: what ``storage.cleanup(0)`` cleaned after the kill (0 without a ``cleanup``)
+
+    def __repr__(self) -> str:
+        point = self.point or "random"
+        return f"<KilledSave {point} attempted {self.attempted} new {self.new} late {self.late} aborted {self.aborted}>"
+
+
+def kill_checkpoint_saves(
+    url: str,
+    options: dict[str, Any],
+    *,
+    points: list[str | None],
+    nbytes: int,
+    seed: int | str = 8,
+    saves_per_writer: int = 2,
+    preload: Sequence[str] = (),
+) -> list[KilledSave]:
+    """Save :class:`objio.Checkpoint` s at ``url`` in writer processes and SIGKILL each one, then check.
+
+    For each entry of ``points``, one writer saves ``saves_per_writer`` new checkpoints of about
+    ``nbytes`` each (:func:`checkpoint_state`): a name of :data:`KILL_POINTS` pauses it there (in its
+    first save) and kills it paused; ``None`` kills it after a random delay (drawn from ``seed``)
+    between its start and a little past the time a first writer, left alone, took for all its saves.
+    After every kill, asserted here: ``indices()`` holds every index it held before, plus at most
+    the first indices the dead writer attempted (none after a kill at a chosen point, before its
+    commit) and those of earlier writers whose commit request landed after their death (``late``);
+    nothing but checkpoints is listed under ``ckpt/``; the newest earlier checkpoint and each new or
+    late one restore bit-exact. Then ``storage.cleanup(0)`` runs, and all checkpoints but the
+    newest are deleted (emulators hold objects in memory). Each backend's test asserts its own
+    promises on the returned records (S3: ``cleanup`` aborted the dead writer's upload).
+
+    ``preload`` names modules (the backend's own, say ``objio_s3.storage``) to import once before
+    the writers fork, not in each writer; none may start a thread or open a connection on import.
+
+    :raises AssertionError: a promise failed (or a writer failed on its own; its error is in the message).
+    """
+    rng = random.Random(seed)
+    storage = objio.open_storage(url, options)
+    ckpt = objio.Checkpoint(url, keep_ckpts=None, storage_options=options)
+    ckpt.save(checkpoint_state(0, nbytes), 0)
+    child = _spawn(_FORKING_CHECKPOINT_WRITER, json.dumps(list(preload)))
+    results: list[KilledSave] = []
+    tried = {0}  # every index a writer was asked to save
+    try:
+        # The window random kills are drawn from: how long a writer left alone takes, the second
+        # time (the first one also warms the emulator up).
+        whole_run = 0.0
+        next_idx = 1
+        for _ in range(2 if None in points else 0):
+            indices = [next_idx + i for i in range(saves_per_writer)]
+            next_idx += saves_per_writer
+            tried.update(indices)
+            started = time.monotonic()
+            _start_writer(child, url, options, indices, nbytes, None)
+            said = []
+            while (message := _next_message(child))["event"] != "reaped":
+                said.append(message)
+            whole_run = time.monotonic() - started
+            assert [m.get("idx") for m in said] == indices, f"a writer left alone said {said}"
+        for point in points:
+            before = ckpt.indices()
+            attempted = [next_idx + i for i in range(saves_per_writer)]  # never reused: see "late" below
+            next_idx += saves_per_writer
+            first = _start_writer(child, url, options, attempted, nbytes, point)
+            if point is None:
+                time.sleep(rng.uniform(0, 1.2 * whole_run))  # the random kill point itself, not a synchronisation
+            try:
+                os.kill(int(first["pid"]), signal.SIGKILL)
+            except ProcessLookupError:  # it finished every save first
+                pass
+            said = []
+            while (message := _next_message(child))["event"] != "reaped":
+                said.append(message)
+            saved = [int(m["idx"]) for m in said if m["event"] == "saved"]
+            assert point is None or not said, f"a writer paused at {point} went on: {said}"
+
+            # A commit request sent just before the kill may land later (the server finishes what it
+            # got): a complete checkpoint of an earlier writer may appear at any time, never a partial one.
+            after = ckpt.indices()
+            late = [idx for idx in after if idx not in before and idx in tried]
+            new = [idx for idx in after if idx not in before and idx not in late]
+            assert set(before) <= set(after) and set(new) <= set(attempted), (point, before, after)
+            assert set(saved) <= set(new), f"{saved} said saved, {after} listed"
+            assert new == attempted[: len(new)], f"saves are sequential, yet {new} of {attempted} listed"
+            if point is not None:
+                assert new == [], f"a writer killed at {point}, before its commit, published {new}"
+            tried.update(attempted)
+            listed = storage.list(f"{ckpt.DIR_NAME}/")
+            possible = {ckpt._key(idx) for idx in tried}
+            assert {ckpt._key(idx) for idx in after} <= set(listed) <= possible, f"listed {listed}, indices {after}"
+            for idx in [before[-1], *late, *new]:
+                _assert_checkpoint(ckpt, idx, nbytes)
+            cleanup = getattr(storage, "cleanup", None)  # optional in a backend
+            aborted = int(cleanup(0.0)) if cleanup else 0
+            results.append(KilledSave(point, attempted, saved, new, late, aborted))
+            for idx in after[:-1]:  # the emulator holds objects in memory: keep the newest, for the next check
+                storage.delete(ckpt._key(idx))
+        for idx in ckpt.indices():
+            _assert_checkpoint(ckpt, idx, nbytes)
+    finally:
+        _reap(child)
+    return results
+
+
+def _start_writer(
+    child: subprocess.Popen[bytes],
+    url: str,
+    options: dict[str, Any],
+    indices: list[int],
+    nbytes: int,
+    point: str | None,
+) -> dict[str, Any]:
+    """Have the forking child start a writer saving ``indices``, paused at ``point``; its first message."""
+    spec = {"url": url, "options": options, "indices": indices, "nbytes": nbytes}
+    spec["pause"] = list(KILL_POINTS[point]) if point else None
+    assert child.stdin is not None
+    child.stdin.write((json.dumps(spec) + "\n").encode())
+    child.stdin.flush()
+    first = _next_message(child)
+    assert first["event"] in ("paused", "started"), f"the writer at {point}: {first} {_stderr(child)}"
+    return first
+
+
+def _assert_checkpoint(ckpt: objio.Checkpoint, idx: int, nbytes: int) -> None:
+    found, tree = ckpt.restore_tree(idx=idx)
+    want = checkpoint_state(idx, nbytes)
+    assert found == idx and sorted(tree) == sorted(want), (idx, found, sorted(tree))
+    for name, array in want.items():
+        got = np.asarray(tree[name])
+        assert got.dtype == array.dtype and got.tobytes() == array.tobytes(), f"checkpoint {idx} {name} differs"
+
+
+def _next_message(child: subprocess.Popen[bytes]) -> dict[str, Any]:
+    line = _readline_within(child, CHILD_TIMEOUT)
+    assert line, f"the forking checkpoint writer died: {_stderr(child)}"
+    return dict(json.loads(line))

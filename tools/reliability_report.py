@@ -96,7 +96,7 @@ CATALOG: list[tuple[str, str, str, str]] = [
     ),
     (
         "killed-writer-point",
-        "chosen_point",
+        "test_killed_writers::test_a_writer_killed_at_a_chosen_point",
         "Writers killed at chosen points",
         "``tests/test_killed_writers.py``: SIGKILL while paused after opening, before ``names.npy``, "
         "mid-arrays, before ``objio.json``, before the fsync, before the create-only link, after it; the "
@@ -105,11 +105,44 @@ CATALOG: list[tuple[str, str, str, str]] = [
     ),
     (
         "killed-writer-random",
-        "random_moments",
+        "test_killed_writers::test_writers_killed_at_random_moments",
         "Writers killed at random moments",
         "``tests/test_killed_writers.py``: a writer saving three 4 MiB checkpoints is killed after a random "
         "0-100 ms; every visible checkpoint must load complete, nothing committed earlier may change, and "
         "the next writer leaves no temp file.",
+    ),
+    (
+        "s3-killed-save-point",
+        "test_s3_kills::test_saves_killed_at_chosen_points",
+        "Checkpoint saves on S3 killed at chosen points",
+        "``plugins/objio-s3/tests/test_s3_kills.py`` (moto), through ``objio.testing.kill_checkpoint_saves``: "
+        "a forked writer pauses before its multipart upload starts, before part 1, before part 2, before "
+        "``CompleteMultipartUpload`` and is SIGKILLed there; nothing new is listed, the earlier checkpoint "
+        "restores bit-exact, and ``storage.cleanup(0)`` aborts the dead writer's upload (none is left).",
+    ),
+    (
+        "s3-killed-save-random",
+        "test_s3_kills::test_saves_killed_at_random_moments",
+        "Checkpoint saves on S3 killed at random moments",
+        "``plugins/objio-s3/tests/test_s3_kills.py``: a writer saving two ~5 MiB checkpoints (multipart) is "
+        "killed at a random moment within 1.2 times an undisturbed writer's run; ``indices()`` keeps every "
+        "earlier index plus at most the dead writer's first ones, each restoring bit-exact; ``cleanup(0)`` "
+        "leaves no upload.",
+    ),
+    (
+        "gcs-killed-save-point",
+        "test_gcs_kills::test_saves_killed_at_chosen_points",
+        "Checkpoint saves on GCS killed at chosen points",
+        "``plugins/objio-gcs/tests/test_gcs_kills.py`` (fake-gcs-server), the same harness: paused before the "
+        "resumable session opens, before chunk 1, before chunk 2, before the finalising chunk; nothing new "
+        "is listed, the earlier checkpoint restores bit-exact (a dead writer's session cannot be listed by "
+        "anyone; it is invisible and GCS drops it after a week).",
+    ),
+    (
+        "gcs-killed-save-random",
+        "test_gcs_kills::test_saves_killed_at_random_moments",
+        "Checkpoint saves on GCS killed at random moments",
+        "``plugins/objio-gcs/tests/test_gcs_kills.py``: as on S3, with two 1 MiB checkpoints in 256 KiB chunks.",
     ),
     (
         "leftovers",
@@ -185,7 +218,8 @@ def _page(records: list[dict[str, Any]], cases: list[dict[str, Any]], *, long: b
         "",
         "Regenerate it with ``python tools/reliability_report.py`` (the short counts CI runs), or "
         "``python tools/reliability_report.py --long`` for the long run: 60 randomly killed writers on local "
-        "disk (plus seven at chosen points), 10,000 hypothesis examples and every single-bit flip of four "
+        "disk (plus seven at chosen points), 50 killed checkpoint saves each on S3 and GCS (plus four at "
+        "chosen points each), 10,000 hypothesis examples and every single-bit flip of four "
         "files. The same long counts run in the ordinary suite with ``pytest --long-faults`` or "
         "``OBJIO_LONG_FAULTS=1``.",
         "",
