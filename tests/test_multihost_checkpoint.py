@@ -347,3 +347,36 @@ def test_a_shape_mismatch_is_refused_before_anything_is_read(tmp_path: Path) -> 
     assert vc["x"].value.shape == (6, 8)
     with pytest.raises(MissingVariablesError, match=r"\['params/w'\]"):
         ckpt.restore_tree(like={"params": {"w": jnp.zeros(3)}})
+
+
+def test_objio_cp_consolidates_and_gc_removes_failed_parts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import objio
+    from objio.cli import main
+
+    logdir = str(tmp_path / "run")
+    _sharded_checkpoint(logdir, 1)
+    _sharded_checkpoint(logdir, 2)
+    storage = objio.open_storage(logdir)
+    with storage.open_writer("ckpt/0000000003.parts/dead/00001.npz") as stream:  # what a killed save left
+        stream.write(b"part")
+    os.utime(tmp_path / "run/ckpt/0000000003.parts/dead/00001.npz", (0, 0))  # long ago
+    with storage.open_writer("ckpt/0000000004.parts/live/00000.npz") as stream:  # a save still running
+        stream.write(b"part")
+
+    assert main(["cp", f"{logdir}/{_key(1)}", str(tmp_path / "model.npz")]) == 0
+    assert "(consolidated a multi-process checkpoint)" in capsys.readouterr().out
+    with np.load(tmp_path / "model.npz") as npz:
+        assert npz["names"].tolist() == list(_harness().model(1))
+        assert npz["0"].tobytes() == _harness().model(1)["x"].tobytes()
+
+    assert main(["gc", logdir, "--keep", "1", "--dry-run"]) == 0
+    assert "parts of failed multi-process saves: would remove 1 older than 3600 s" in capsys.readouterr().out
+    assert main(["gc", logdir, "--keep", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["uncommitted_parts"] == ["ckpt/0000000003.parts/dead/00001.npz"]
+    assert report["checkpoints_deleted"] == [1]
+    assert [key.split("/")[1] for key in storage.list("ckpt/")] == [
+        "0000000002.npz",
+        "0000000002.parts",
+        "0000000004.parts",
+    ]

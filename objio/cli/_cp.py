@@ -1,6 +1,7 @@
 """``objio cp SRC DST``: copy a file between any two backends, streaming, atomic and create-only.
 
-When the extensions differ (``.npz`` and ``.safetensors``), the arrays are converted instead.
+When the extensions differ (``.npz`` and ``.safetensors``), the arrays are converted instead; a
+multi-process checkpoint (its commit object) is consolidated into one file.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import os
 from typing import Any
 
 from objio.cli._output import CommandError, print_json
-from objio.errors import ObjectExistsError
+from objio.errors import CorruptFileError, ObjectExistsError
 from objio.io._convert import convert
 from objio.io._files import open_for_read, open_for_write, split_url
+from objio.multihost import is_multihost_checkpoint
 from objio.progress import format_size
 
 _EXAMPLES = """\
@@ -22,6 +24,7 @@ examples:
   objio cp model.npz model.safetensors                          converts npz to safetensors
   objio cp weights.safetensors s3://bucket/weights.npz          converts, from disk to a bucket
   objio cp model.npz backup/model.npz --overwrite               replace what is there
+  objio cp s3://bucket/run/ckpt/0000000060.npz model.npz        a multi-process checkpoint, consolidated
 The destination appears complete or not at all; it is never replaced unless --overwrite is given.
 """
 
@@ -55,9 +58,11 @@ def run(args: argparse.Namespace) -> int:
     dst = _destination(args.src, args.dst)
     src_format, dst_format = _format_of(args.src), _format_of(dst)
     converting = src_format is not None and dst_format is not None and src_format != dst_format
+    consolidating = src_format == "npz" and _is_multihost(args.src)
     try:
-        if converting:
-            nbytes = _convert(args.src, dst, str(dst_format), overwrite=args.overwrite, progress=args.progress)
+        if converting or consolidating:
+            chosen = str(dst_format or src_format)
+            nbytes = _convert(args.src, dst, chosen, overwrite=args.overwrite, progress=args.progress)
         else:
             nbytes = _copy_bytes(args.src, dst, overwrite=args.overwrite, progress=args.progress)
     except ObjectExistsError as e:
@@ -67,11 +72,13 @@ def run(args: argparse.Namespace) -> int:
         "dst": dst,
         "bytes": nbytes,
         "converted": f"{src_format} -> {dst_format}" if converting else None,
+        "consolidated": consolidating,
     }
     if args.json:
         print_json(result)
     else:
         how = f" (converted {src_format} to {dst_format})" if converting else ""
+        how += " (consolidated a multi-process checkpoint)" if consolidating else ""
         print(f"copied {args.src} -> {dst}: {format_size(nbytes)}{how}")
     return 0
 
@@ -82,6 +89,15 @@ def _destination(src: str, dst: str) -> str:
     if dst.endswith("/") or ("://" not in dst and os.path.isdir(dst)):
         return dst.rstrip("/") + "/" + name
     return dst
+
+
+def _is_multihost(src: str) -> bool:
+    """Whether ``src`` is a multi-process checkpoint's commit object (its arrays are in parts beside it)."""
+    storage, key = split_url(src, None)
+    try:
+        return is_multihost_checkpoint(storage, key)
+    except CorruptFileError:  # not an npz: copied as bytes, as any file
+        return False
 
 
 def _format_of(url: str) -> str | None:

@@ -1,14 +1,18 @@
-"""``objio gc URL``: remove what killed writers left behind and, with ``--keep N``, old checkpoints."""
+"""``objio gc URL``: remove what killed writers and failed saves left and, with ``--keep N``, old checkpoints."""
 
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 from objio._host import open_storage
 from objio.cli._output import CommandError, print_json
+from objio.cli._storage import modified
 from objio.io.checkpoint import Checkpoint
 from objio.io.retention import RetentionPolicy
+from objio.multihost import delete_sharded, uncommitted_parts
+from objio.storage import Storage
 
 _EXAMPLES = """\
 examples:
@@ -26,7 +30,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="remove killed writers' leftovers; with --keep N, keep only the N newest checkpoints",
         description="Remove what killed writers left below URL (temp files, open multipart uploads, resumable "
-        "sessions), where the backend can tell. With --keep N, apply Checkpoint retention: delete all but "
+        "sessions), where the backend can tell, and the parts that failed multi-process saves left. "
+        "With --keep N, apply Checkpoint retention: delete all but "
         "the N newest checkpoints of the run at URL.",
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -52,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
     storage = open_storage(args.url)
     cleanup = getattr(storage, "cleanup", None)
     removed = None if args.dry_run or not callable(cleanup) else int(cleanup(args.older_than))
+    parts = _old_uncommitted_parts(storage, args.older_than)
+    if not args.dry_run:
+        for key in parts:
+            storage.delete(key)
     deleted: list[int] = []
     if args.keep is not None:
         checkpoint = Checkpoint(args.url, keep_ckpts=None)
@@ -60,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             deleted = RetentionPolicy(keep_ckpts=args.keep).to_delete(indices, just_written=indices[-1])
         if not args.dry_run:
             for idx in deleted:
-                storage.delete(f"{Checkpoint.DIR_NAME}/{Checkpoint.FILE_FORMAT % idx}")
+                delete_sharded(storage, f"{Checkpoint.DIR_NAME}/{Checkpoint.FILE_FORMAT % idx}")  # and its parts
     if args.json:
         print_json(
             {
@@ -68,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
                 "cleanup_supported": callable(cleanup),
                 "leftovers_removed": removed,
                 "checkpoints_deleted": deleted,
+                "uncommitted_parts": parts,
                 "dry_run": args.dry_run,
             }
         )
@@ -78,7 +88,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"leftovers: not supported by this backend ({type(storage).__name__} has no cleanup)")
     else:
         print(f"leftovers: removed {removed} older than {args.older_than:g} s")
+    if parts:
+        verb = "would remove" if args.dry_run else "removed"
+        print(f"parts of failed multi-process saves: {verb} {len(parts)} older than {args.older_than:g} s")
     if args.keep is not None:
         verb = "would delete" if args.dry_run else "deleted"
         print(f"checkpoints: {verb} {deleted or 'none'}; keeping the {args.keep} newest")
     return 0
+
+
+def _old_uncommitted_parts(storage: Storage, older_than: float) -> list[str]:
+    """The parts no commit object lists (failed or killed multi-process saves), at least ``older_than`` old.
+
+    Younger ones, and those whose age the backend cannot tell, are kept: a save may still be writing them.
+    """
+    now = time.time()
+    old = []
+    for key in uncommitted_parts(storage):
+        written = modified(storage, key)
+        if written is not None and now - written >= older_than:
+            old.append(key)
+    return old
