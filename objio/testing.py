@@ -26,12 +26,14 @@ The helpers the suite is built from are public too, for a backend's own tests: :
 :func:`write_object`, :func:`read_object`, :func:`race_in_threads`, :func:`race_in_processes` and
 :func:`run_killed_writer` (over :func:`kill_when_ready`, which kills any script at a line it prints);
 :func:`kill_checkpoint_saves` kills :class:`objio.Checkpoint` saves at chosen points and at random
-moments and checks what each left.
+moments and checks what each left. :func:`load_module` loads a test file as a module, for the tests
+that run one scenario on several backends (pytest's importlib import mode lets no test import another).
 """
 
 from __future__ import annotations
 
 import gc
+import importlib.util
 import json
 import os
 import random
@@ -41,6 +43,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -57,6 +61,7 @@ __all__ = [
     "checkpoint_state",
     "kill_checkpoint_saves",
     "kill_when_ready",
+    "load_module",
     "payload",
     "race_in_processes",
     "race_in_threads",
@@ -109,6 +114,15 @@ try:
 except objio.ObjectExistsError:
     print("exists", flush=True)
 """
+
+
+def load_module(path: str | Path, name: str) -> ModuleType:
+    """The Python file at ``path`` run as a new module called ``name`` (not added to ``sys.modules``)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, f"{path} is not a Python file that can be loaded"
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def payload(nbytes: int, seed: int = 0) -> bytes:

@@ -9,30 +9,21 @@ runs many more rounds. The same scenarios run on S3 in plugins/objio-s3/tests/te
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+
+from objio.testing import load_module
 
 LONG = os.environ.get("OBJIO_LONG_FAULTS") == "1"
 ROUNDS = 200 if LONG else 12
 SAVES = 400 if LONG else 40
 
 
-def _races() -> ModuleType:
-    path = Path(__file__).with_name("checkpoint_race_worker.py")
-    spec = importlib.util.spec_from_file_location("checkpoint_race_worker", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-races = _races()
+races = load_module(Path(__file__).with_name("checkpoint_race_worker.py"), "checkpoint_race_worker")
 
 
 @pytest.fixture(scope="module")

@@ -10,30 +10,22 @@ processes inherit the fixture's environment, so they talk to the same moto_serve
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+
+from objio.testing import load_module
 
 LONG = os.environ.get("OBJIO_LONG_FAULTS") == "1"
 ROUNDS = 60 if LONG else 6
 SAVES = 150 if LONG else 20
 
 
-def _races() -> ModuleType:
-    path = Path(__file__).resolve().parents[3] / "tests" / "checkpoint_race_worker.py"
-    spec = importlib.util.spec_from_file_location("checkpoint_race_worker", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-races = _races()
+_WORKER = Path(__file__).resolve().parents[3] / "tests" / "checkpoint_race_worker.py"
+races = load_module(_WORKER, "checkpoint_race_worker")
 
 
 @pytest.fixture(scope="module")
