@@ -6,25 +6,16 @@ The worker processes inherit this session's environment, which points the AWS ch
 
 from __future__ import annotations
 
-import importlib.util
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from objio.testing import load_module
+
 _HARNESS = Path(__file__).resolve().parents[3] / "tests" / "test_multihost.py"
-
-
-def _load_harness() -> Any:
-    spec = importlib.util.spec_from_file_location("objio_multihost_harness", _HARNESS)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-harness = _load_harness()
+harness = load_module(_HARNESS, "objio_multihost_harness")
 
 
 @pytest.fixture(scope="module")
