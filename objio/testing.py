@@ -26,7 +26,8 @@ The helpers the suite is built from are public too, for a backend's own tests: :
 :func:`write_object`, :func:`read_object`, :func:`race_in_threads`, :func:`race_in_processes` and
 :func:`run_killed_writer` (over :func:`kill_when_ready`, which kills any script at a line it prints);
 :func:`kill_checkpoint_saves` kills :class:`objio.Checkpoint` saves at chosen points and at random
-moments and checks what each left. :func:`load_module` loads a test file as a module, for the tests
+moments and checks what each left. :class:`CountingFile` counts what a read takes from an in-memory
+file; :func:`load_module` loads a test file as a module, for the tests
 that run one scenario on several backends (pytest's importlib import mode lets no test import another).
 """
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import io
 import json
 import os
 import random
@@ -55,6 +57,7 @@ from objio.errors import ObjectExistsError, ObjectNotFoundError
 from objio.storage import Capabilities, Storage
 
 __all__ = [
+    "CountingFile",
     "KILL_POINTS",
     "KilledSave",
     "StorageConformance",
@@ -114,6 +117,22 @@ try:
 except objio.ObjectExistsError:
     print("exists", flush=True)
 """
+
+
+class CountingFile(io.BytesIO):
+    """An in-memory file that counts the bytes read from it, to check that a read takes only what it needs."""
+
+    bytes_read = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        n = super().readinto(buffer)
+        self.bytes_read += n
+        return n
 
 
 def load_module(path: str | Path, name: str) -> ModuleType:

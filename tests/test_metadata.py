@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from pathlib import Path
@@ -13,23 +12,7 @@ import numpy as np
 import pytest
 
 import objio
-
-
-class CountingFile(io.BytesIO):
-    """An in-memory file that counts the bytes read from it."""
-
-    bytes_read = 0
-
-    def read(self, size: int | None = -1) -> bytes:
-        data = super().read(size)
-        self.bytes_read += len(data)
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        n = super().readinto(buffer)
-        self.bytes_read += n
-        return n
-
+from objio.testing import CountingFile
 
 METADATA = {"step": 1200, "val_loss": 0.125, "tags": ["best", "ema"], "config": {"lr": 3e-4, "name": "run/1"}}
 

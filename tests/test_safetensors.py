@@ -17,6 +17,7 @@ import pytest
 import objio
 from objio.backends.memory import MemoryStorage
 from objio.cli import main as cli_main
+from objio.testing import CountingFile
 
 safetensors = pytest.importorskip("safetensors")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
@@ -133,24 +134,12 @@ def test_convert_is_create_only_unless_overwrite(tmp_path: Path) -> None:
     np.testing.assert_array_equal(objio.load_tree(tmp_path / "b.safetensors")["w"], np.ones(2))
 
 
-class _CountingStream(io.BytesIO):
-    """An in-memory file that counts the bytes read from it."""
-
-    bytes_read = 0
+class _CountingStream(CountingFile):
+    """A :class:`CountingFile` that also carries its ``size``: the tests check the file read from is large."""
 
     def __init__(self, data: bytes) -> None:
         super().__init__(data)
         self.size = len(data)
-
-    def read(self, size: int | None = -1) -> bytes:
-        data = super().read(size)
-        self.bytes_read += len(data)
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        n = super().readinto(buffer)
-        self.bytes_read += n
-        return n
 
 
 def count_memory_reads(monkeypatch: pytest.MonkeyPatch) -> list[_CountingStream]:
