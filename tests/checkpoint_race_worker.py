@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,18 @@ class Worker:
                 if pipe is not None:
                     pipe.close()
             self._log.close()
+
+
+def started_workers(logs: Path) -> Iterator[list[Worker]]:
+    """Two workers, logging to ``logs``, closed when this generator ends (the body of a pytest fixture)."""
+    started: list[Worker] = []
+    try:
+        for who in (0, 1):
+            started.append(Worker(logs / f"worker{who}.log"))
+        yield started
+    finally:
+        for worker in started:
+            worker.close()
 
 
 def race_on_one_index(workers: list[Worker], logdir: str, rounds: int) -> dict[str, int]:

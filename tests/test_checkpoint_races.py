@@ -29,15 +29,7 @@ races = load_module(Path(__file__).with_name("checkpoint_race_worker.py"), "chec
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Any]]:
     """Two worker processes for this module's tests (each start imports JAX: start them once)."""
-    logs = tmp_path_factory.mktemp("race-workers")
-    started: list[Any] = []
-    try:
-        for who in (0, 1):
-            started.append(races.Worker(logs / f"worker{who}.log"))
-        yield started
-    finally:
-        for worker in started:
-            worker.close()
+    yield from races.started_workers(tmp_path_factory.mktemp("race-workers"))
 
 
 def test_two_processes_saving_one_index_have_exactly_one_winner(workers: list[Any], tmp_path: Path) -> None:

@@ -31,15 +31,7 @@ races = load_module(_WORKER, "checkpoint_race_worker")
 @pytest.fixture(scope="module")
 def workers(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Any]]:
     """Two worker processes for this module's tests (each start imports JAX: start them once)."""
-    logs = tmp_path_factory.mktemp("race-workers")
-    started: list[Any] = []
-    try:
-        for who in (0, 1):
-            started.append(races.Worker(logs / f"worker{who}.log"))
-        yield started
-    finally:
-        for worker in started:
-            worker.close()
+    yield from races.started_workers(tmp_path_factory.mktemp("race-workers"))
 
 
 def test_two_processes_saving_one_index_have_exactly_one_winner(workers: list[Any], bucket: str) -> None:
