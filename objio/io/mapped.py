@@ -13,7 +13,8 @@ its data's offset. No array byte is read here, so:
 - a deflated member (``np.savez_compressed``) is not in the file as it is: it is read into memory,
   CRC-checked, and made read-only like the others.
 
-The mapping lives as long as any array from it; the file descriptor is closed on return. On POSIX a
+The mapping, and the one file descriptor Python's ``mmap`` keeps for it, live as long as any array
+from it; the file opened to read the headers is closed on return. On POSIX a
 file deleted, or replaced by a rename (as every objio save replaces a file), while mapped leaves the
 arrays intact: they keep the old inode. A file truncated in place by another program makes the
 next touch of a page past its new end kill the process with SIGBUS; objio never does that.
@@ -89,20 +90,23 @@ def _map(stream: BinaryIO, where: str) -> mmap.mmap:
             f"load it without mmap=True"
         ) from e
     size = stream.seek(0, os.SEEK_END)  # never 0: the headers were read before
-    buffer = mmap.mmap(descriptor, 0, access=mmap.ACCESS_READ)
     # A wrapper (gzip.GzipFile, a slice of an archive) may read other bytes than its descriptor holds.
+    # Compared with pread, not through the mapping, which would fault its pages in.
     stream.seek(0)
     head = stream.read(_PROBE)
     stream.seek(max(size - _PROBE, 0))
     tail = stream.read(_PROBE)
-    if len(buffer) != size or buffer[: len(head)] != head or buffer[size - len(tail) :] != tail:
-        buffer.close()
+    if (
+        os.fstat(descriptor).st_size != size
+        or os.pread(descriptor, len(head), 0) != head
+        or os.pread(descriptor, len(tail), size - len(tail)) != tail
+    ):
         raise ValueError(
             f"mmap=True maps files on local disk, and the file descriptor of {where} does not hold what it reads "
             f"(a compressed or sliced file object, or a file changed while it was opened); pass the file's path, "
             f"or load it without mmap=True"
         )
-    return buffer
+    return mmap.mmap(descriptor, 0, access=mmap.ACCESS_READ)
 
 
 def _data_start(stream: BinaryIO) -> int:
