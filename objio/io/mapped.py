@@ -91,15 +91,16 @@ def _map(stream: BinaryIO, where: str) -> mmap.mmap:
         ) from e
     size = stream.seek(0, os.SEEK_END)  # never 0: the headers were read before
     # A wrapper (gzip.GzipFile, a slice of an archive) may read other bytes than its descriptor holds.
-    # Compared with pread, not through the mapping, which would fault its pages in.
+    # Compared with pread, not through the mapping, which would fault its pages in; where there is
+    # no pread (Windows), by size alone.
     stream.seek(0)
     head = stream.read(_PROBE)
     stream.seek(max(size - _PROBE, 0))
     tail = stream.read(_PROBE)
-    if (
-        os.fstat(descriptor).st_size != size
-        or os.pread(descriptor, len(head), 0) != head
-        or os.pread(descriptor, len(tail), size - len(tail)) != tail
+    pread = getattr(os, "pread", None)
+    if os.fstat(descriptor).st_size != size or (
+        pread is not None
+        and (pread(descriptor, len(head), 0) != head or pread(descriptor, len(tail), size - len(tail)) != tail)
     ):
         raise ValueError(
             f"mmap=True maps files on local disk, and the file descriptor of {where} does not hold what it reads "
