@@ -25,7 +25,7 @@ import pytest
 
 import objio
 from objio.cli import main as objio_cli
-from objio.errors import CorruptFileError, UnsafeFileError
+from objio.errors import CorruptFileError, ObjectNotFoundError, UnsafeFileError
 from objio.multihost import save_sharded
 
 MiB = 1 << 20
@@ -272,6 +272,11 @@ def test_a_truncated_file_is_refused_before_mapping(tmp_path: Path) -> None:
 def test_a_url_of_another_backend_is_refused_naming_the_fix(url: str) -> None:
     with pytest.raises(ValueError, match="mmap=True maps files on local disk.*load it without mmap=True"):
         objio.load_tree(url, mmap=True)
+
+
+def test_a_missing_file_is_not_found_as_in_an_ordinary_load(tmp_path: Path) -> None:
+    with pytest.raises(ObjectNotFoundError, match="nothing.npz"):
+        objio.load_tree(tmp_path / "nothing.npz", mmap=True)
 
 
 def test_a_file_url_is_mapped(tmp_path: Path) -> None:
