@@ -14,10 +14,10 @@ its data's offset. No array byte is read here, so:
   CRC-checked, and made read-only like the others.
 
 The mapping, and the one file descriptor Python's ``mmap`` keeps for it, live as long as any array
-from it; the file opened to read the headers is closed on return. On POSIX a
-file deleted, or replaced by a rename (as every objio save replaces a file), while mapped leaves the
-arrays intact: they keep the old inode. A file truncated in place by another program makes the
-next touch of a page past its new end kill the process with SIGBUS; objio never does that.
+from it; the file opened to read the headers is closed on return. On POSIX a file deleted, or
+replaced by a rename (as every objio save replaces a file), while mapped leaves the arrays intact:
+they keep the old inode. A file truncated in place by another program makes the next touch of a
+page past its new end kill the process with SIGBUS; objio never does that.
 """
 
 from __future__ import annotations
