@@ -138,7 +138,12 @@ def named_leaves(tree: Any) -> tuple[list[str], list[Any]]:
 
 
 def load_tree(
-    file: FileOrStr, like: Any = None, *, storage_options: dict[str, Any] | None = None, progress: Progress = None
+    file: FileOrStr,
+    like: Any = None,
+    *,
+    mmap: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    progress: Progress = None,
 ) -> Any:
     """Load a pytree from ``file`` (npz or safetensors, told by content).
 
@@ -151,15 +156,28 @@ def load_tree(
     A multi-process checkpoint (its commit object's path or URL) loads the same way: each process
     reads only the bytes of the shards its devices need for ``like``'s shardings.
 
+    With ``mmap=True`` (a local file only), every array leaf is a read-only NumPy array mapped from
+    the file, read from disk only when touched, and jax leaves of ``like`` come back as such NumPy
+    arrays too (not placed on a device; a leaf whose dtype differs from the file's is cast, in
+    memory). The headers and sizes are checked, the CRC-32 is not: see :mod:`objio.io.mapped` for
+    that and for what deleting or replacing the file does to the arrays.
+
     :param file: a path, a URL or an open seekable binary file (left open).
     :param like: the structure, dtypes and shardings wanted.
+    :param mmap: map the arrays from a local file instead of reading them.
     :param storage_options: options for the storage backend of a URL.
-    :param progress: how to show the bytes read (see :mod:`objio.progress`).
+    :param progress: how to show the bytes read (see :mod:`objio.progress`); ignored with ``mmap=True``.
     :raises MissingVariablesError: ``like`` has leaves the file lacks; the message lists the file's unused names.
     :raises ShapeMismatchError: a stored shape differs from the leaf's.
     :raises DtypeMismatchError: a stored dtype cannot be cast to the leaf's.
+    :raises ValueError: ``mmap=True`` for a file that is not on local disk, or a multi-process checkpoint.
     """
     where = describe(file)
+    if mmap:
+        from objio.io.mapped import open_mapped
+
+        with open_mapped(file, storage_options) as mapped:
+            return _tree_from(mapped, like, where, place=False)
     with open_arrays(file, storage_options, progress=progress, action="loaded") as reader:
         if not is_multihost_metadata(getattr(reader, "metadata", {})):
             return _tree_from(reader, like, where)
@@ -171,7 +189,8 @@ def load_tree(
     return load_sharded_tree(*split_url(file, storage_options), like)
 
 
-def _tree_from(reader: ArrayReader, like: Any, where: str) -> Any:
+def _tree_from(reader: ArrayReader, like: Any, where: str, *, place: bool = True) -> Any:
+    """The tree of ``reader``'s arrays; with ``place=False``, jax leaves of ``like`` stay NumPy arrays."""
     if like is None:
         return _nested({name: reader.read(i) for i, name in enumerate(reader.names)}, where)
     flat, treedef = tree_util.tree_flatten_with_path(like)
@@ -181,7 +200,7 @@ def _tree_from(reader: ArrayReader, like: Any, where: str) -> Any:
     if missing:
         raise_missing(missing, sorted(set(index_of) - set(wanted.values())), where)
     arrays = {i: checked(reader.read(index_of[name]), flat[i][1], name, where) for i, name in wanted.items()}
-    leaves = [_like_leaf(arrays[i], leaf) if i in arrays else leaf for i, (_, leaf) in enumerate(flat)]
+    leaves = [_like_leaf(arrays[i], leaf, place) if i in arrays else leaf for i, (_, leaf) in enumerate(flat)]
     return tree_util.tree_unflatten(treedef, leaves)
 
 
@@ -300,9 +319,9 @@ def _is_spec(leaf: Any) -> bool:
     return isinstance(leaf, jax.ShapeDtypeStruct)
 
 
-def _like_leaf(array: np.ndarray, leaf: Any) -> Any:
-    """``array`` as the kind of thing ``leaf`` is: a jax array on its sharding, a numpy array, a number."""
-    if _is_jax_array(leaf) or _is_spec(leaf):
+def _like_leaf(array: np.ndarray, leaf: Any, place: bool = True) -> Any:
+    """``array`` as the kind of thing ``leaf`` is: a jax array on its sharding (if ``place``), an array, a number."""
+    if place and (_is_jax_array(leaf) or _is_spec(leaf)):
         import jax
 
         sharding = getattr(leaf, "sharding", None)

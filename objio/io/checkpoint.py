@@ -363,18 +363,19 @@ class Checkpoint:
             return 0, ""
         return found[0], self.path(found[0])
 
-    def restore_tree(self, like: Any = None, idx: int | None = None) -> tuple[int, Any]:
+    def restore_tree(self, like: Any = None, idx: int | None = None, *, mmap: bool = False) -> tuple[int, Any]:
         """Load checkpoint ``idx`` (the latest when ``None``) as a pytree, as :func:`objio.load_tree` does.
 
         :param like: the structure, dtypes and shardings wanted; ``None`` gives nested dicts.
+        :param mmap: map the arrays read-only from a local checkpoint, as :func:`objio.load_tree` does.
         :returns: ``(idx, tree)``, or ``(0, like)`` when there is no checkpoint (with a
             :class:`~objio.errors.NoCheckpointWarning`), so a first run carries on from ``like``.
         :raises ObjectNotFoundError: checkpoint ``idx`` was asked for and does not exist.
         """
         found = self._read(
             idx,
-            lambda stream: load_tree(stream, like, progress=self.progress),
-            lambda key: load_sharded_tree(self._storage, key, like),
+            lambda stream: load_tree(stream, like, mmap=mmap, progress=self.progress),
+            None if mmap else lambda key: load_sharded_tree(self._storage, key, like),  # (mmap refuses those)
         )
         if found is None:
             self._warn_nothing_to_restore("returning like as it is")
