@@ -14,7 +14,7 @@ A snapshot holds values that nothing the caller does afterwards can change:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import jax
@@ -25,7 +25,10 @@ from objio.tree import named_leaves
 from objio.var_collection import VarCollection
 from objio.variables import BaseVar
 
-__all__ = ["SnapshotVar", "snapshot_collection", "snapshot_tree", "snapshot_values"]
+__all__ = ["SnapshotVar", "holds_arrays", "snapshot_collection", "snapshot_tree", "snapshot_values"]
+
+# What objio.save_tree stores of a pytree's leaves (objio.tree decides; this mirrors it).
+_STORED = (np.ndarray, np.generic, bool, int, float, complex, jax.Array)
 
 
 class SnapshotVar:
@@ -45,10 +48,13 @@ class SnapshotVar:
 
 def snapshot_values(values: list[Any]) -> list[Any]:
     """``values`` made safe from in-place changes and buffer donation (see the module's docstring)."""
-    for value in values:
-        if _on_accelerator(value):
-            value.copy_to_host_async()  # all transfers in flight before the first is awaited
-    return [_snapshot(value) for value in values]
+    kinds: dict[type, str] = {}  # by type: isinstance on jax.Array costs a microsecond, and there may be thousands
+    kind_of = [kinds.get(type(v)) or kinds.setdefault(type(v), _kind(v)) for v in values]
+    if "jax" in kinds and jax.default_backend() != "cpu":
+        for value, kind in zip(values, kind_of, strict=True):
+            if kind == "jax" and _on_accelerator(value):
+                value.copy_to_host_async()  # every transfer in flight before the first is awaited
+    return [_SNAPSHOT[kind](value) for value, kind in zip(values, kind_of, strict=True)]
 
 
 def snapshot_collection(vc: Mapping[str, Any]) -> VarCollection:
@@ -73,31 +79,41 @@ def snapshot_tree(tree: Any) -> Any:
 
     :raises TypeError: a leaf is a variable, not an array (as :func:`objio.save_tree` says).
     """
-    named_leaves(tree)  # refuses variables as leaves now, in the caller, not later in the background
     leaves, treedef = jax.tree_util.tree_flatten(tree)
+    if any(callable(getattr(kind, "assign", None)) for kind in {type(leaf) for leaf in leaves}):
+        named_leaves(tree)  # raises for a variable, naming it, here rather than later in the background
     return jax.tree_util.tree_unflatten(treedef, snapshot_values(leaves))
 
 
-def _snapshot(value: Any) -> Any:
-    if isinstance(value, (np.generic, bool, int, float, complex, str, bytes)) or value is None:
-        return value  # immutable
+def holds_arrays(tree: Any) -> bool:
+    """Whether ``tree`` has a leaf that :func:`objio.save_tree` stores (an array or a number).
+
+    Cheaper than ``objio.tree.leaf_names`` on a large tree: it names nothing, and stops at the first.
+    """
+    return any(isinstance(leaf, _STORED) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def _kind(value: Any) -> str:
     if isinstance(value, np.ndarray):
-        return value.copy()
-    if _is_jax_array(value):
-        return np.asarray(value)  # a view on the CPU, a host copy (already under way) on an accelerator
-    return value  # not an array (a string, an enum ...): save_tree stores no such leaf
+        return "numpy"  # may change in place
+    if isinstance(value, jax.Array):
+        return "jax"
+    return "kept"  # a number, a NumPy scalar (immutable), or a leaf save_tree does not store (a string ...)
+
+
+_SNAPSHOT: dict[str, Callable[[Any], Any]] = {
+    "numpy": np.copy,
+    "jax": np.asarray,  # a view on the CPU; a host copy (already under way) on an accelerator
+    "kept": lambda value: value,
+}
 
 
 def _as_array(value: Any) -> Any:
     """A collection's value as an array; a list or other array-like is copied into one (it may change)."""
-    if isinstance(value, (np.ndarray, np.generic)) or _is_jax_array(value):
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)):
         return value
     return np.array(value)
 
 
-def _is_jax_array(value: Any) -> bool:
-    return isinstance(value, jax.Array)
-
-
-def _on_accelerator(value: Any) -> bool:
-    return _is_jax_array(value) and any(d.platform != "cpu" for d in value.devices())
+def _on_accelerator(value: jax.Array) -> bool:
+    return any(device.platform != "cpu" for device in value.devices())
