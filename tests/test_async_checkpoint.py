@@ -318,14 +318,24 @@ def test_memory_backend(gate: threading.Event) -> None:
     assert ckpt.indices() == [2]
 
 
+# The write goes through a thread pool, as remote backends' HTTP clients do: pools refuse new work
+# once the interpreter starts shutting down, so the pending save must be settled before that.
 _EXITS_AT_ONCE = """
+import concurrent.futures
 import sys
 import jax.numpy as jnp
 import objio
 
+def save_in_a_pool(file, vc):
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(objio.io.save_var_collection, file, vc).result()
+
+class PooledCheckpoint(objio.Checkpoint):
+    SAVE_FN = staticmethod(save_in_a_pool)
+
 logdir, idx = sys.argv[1], int(sys.argv[2])
 vc = objio.VarCollection({f"w{i}": objio.TrainVar(jnp.full((1 << 20,), float(idx), jnp.float32)) for i in range(8)})
-objio.Checkpoint(logdir, keep_ckpts=1, async_save=True).save(vc, idx)
+PooledCheckpoint(logdir, keep_ckpts=1, async_save=True).save(vc, idx)
 print("save returned", flush=True)
 """
 

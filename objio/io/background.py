@@ -5,13 +5,17 @@ never silent: :meth:`BackgroundWrite.wait` raises it (the same exception, so cal
 synchronous save raises, with a note naming what failed), and a write that nobody awaited is
 finished, and its error printed to stderr, when the interpreter exits.
 
-The thread is not a daemon, so the interpreter joins it before exiting, before any ``atexit``
-handler runs: a process that saves and returns at once still leaves a complete checkpoint.
+A process that saves and returns at once still leaves a complete checkpoint: pending writes are
+awaited as the interpreter shuts down, *before* ``concurrent.futures`` stops accepting work (the
+remote backends' HTTP clients need its thread pools, or every request fails with "cannot schedule new
+futures after interpreter shutdown"). ``threading._register_atexit`` is the only hook that runs then;
+``atexit`` runs later, after the threads are joined, and is the fallback where it is missing.
 """
 
 from __future__ import annotations
 
 import atexit
+import concurrent.futures.thread  # noqa: F401 - its exit hook must be registered before ours, so that ours runs first
 import sys
 import threading
 import traceback
@@ -38,6 +42,7 @@ class BackgroundWrite:
         self._thread = threading.Thread(target=self._run, name=f"objio: {what}", daemon=False)
         with _unsettled_lock:
             _unsettled.add(self)
+        _register_exit_hook()
         self._thread.start()
 
     def _run(self) -> None:
@@ -65,6 +70,21 @@ class BackgroundWrite:
             _unsettled.discard(self)
         if error is not None:
             raise error
+
+
+_registered = False
+
+
+def _register_exit_hook() -> None:
+    """Have the interpreter settle pending writes as it shuts down, before thread pools refuse work."""
+    global _registered
+    with _unsettled_lock:
+        if _registered:
+            return
+        _registered = True
+    register = getattr(threading, "_register_atexit", None)  # CPython 3.9+; called last-registered first
+    if register is not None:
+        register(_settle_at_exit)
 
 
 @atexit.register
