@@ -368,3 +368,25 @@ def test_a_save_that_fails_unawaited_is_reported_on_stderr_at_exit(tmp_path: Pat
 
 def test_objio_public_names() -> None:
     assert objio.Checkpoint is Checkpoint and callable(Checkpoint.wait)
+
+
+def test_an_interrupted_wait_leaves_the_save_in_flight(
+    tmp_path: Path, gate: threading.Event, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ckpt = _gated(gate)(tmp_path, keep_ckpts=0, async_save=True)
+    ckpt.save(_vc(1.0), 1)
+    real_wait = BackgroundWrite.wait
+    waits: list[BackgroundWrite] = []
+
+    def wait(self: BackgroundWrite) -> None:
+        waits.append(self)
+        if len(waits) == 1:
+            raise KeyboardInterrupt  # Ctrl-C while the write is still held at the gate
+        gate.set()
+        real_wait(self)
+
+    monkeypatch.setattr(BackgroundWrite, "wait", wait)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.wait()
+    assert ckpt.indices() == [1]  # the next call waited for the same write, and it committed
+    assert len(waits) == 2 and waits[0] is waits[1]

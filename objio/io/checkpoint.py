@@ -217,9 +217,14 @@ class Checkpoint:
             :class:`~objio.errors.ObjectExistsError`, a storage error ...), once: the next call
             returns quietly.
         """
-        in_flight, self._in_flight = self._in_flight, None
-        if in_flight is not None:
+        in_flight = self._in_flight
+        if in_flight is None:
+            return
+        try:
             in_flight.wait()
+        finally:
+            if in_flight.done():  # not when the wait itself was interrupted (Ctrl-C): it is still in flight
+                self._in_flight = None
 
     def _key(self, idx: int) -> str:
         return f"{self.DIR_NAME}/{self.FILE_FORMAT % checked_index(idx)}"
