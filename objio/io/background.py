@@ -15,7 +15,6 @@ futures after interpreter shutdown"). ``threading._register_atexit`` is the only
 from __future__ import annotations
 
 import atexit
-import concurrent.futures.thread  # noqa: F401 - its exit hook must be registered before ours, so that ours runs first
 import sys
 import threading
 import traceback
@@ -82,6 +81,9 @@ def _register_exit_hook() -> None:
         if _registered:
             return
         _registered = True
+    # Imported here, not with objio (it costs milliseconds): its exit hook must be registered before ours.
+    import concurrent.futures.thread  # noqa: F401
+
     register = getattr(threading, "_register_atexit", None)  # CPython 3.9+; called last-registered first
     if register is not None:
         register(_settle_at_exit)
