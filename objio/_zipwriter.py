@@ -115,7 +115,7 @@ class ZipWriter:
             return
         self._flush()
         for start in range(0, len(view), CHUNK):
-            self._stream.write(view[start : start + CHUNK])
+            self._write_all(view[start : start + CHUNK])
         self._offset += len(view)
 
     def end(self) -> None:
@@ -177,4 +177,12 @@ class ZipWriter:
         if self._gathered:
             # A fresh buffer each time: a stream may keep a view of what it was given.
             gathered, self._gathered = self._gathered, bytearray()
-            self._stream.write(gathered)
+            self._write_all(memoryview(gathered))
+
+    def _write_all(self, view: memoryview) -> None:
+        # A raw file (opened with buffering=0) may take fewer bytes than it is given.
+        while view:
+            written = self._stream.write(view)
+            if written is None or written >= len(view):
+                return
+            view = view[written:]

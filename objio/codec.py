@@ -84,6 +84,12 @@ def write_npz(
         count += 1
     if count != len(names):
         raise ValueError(f"write_npz got {len(names)} names but {count} arrays for {where}")
+    _write_metadata(archive, extension_dtypes, metadata)
+    archive.close()
+
+
+def _write_metadata(archive: ZipWriter, extension_dtypes: dict[str, str], metadata: dict[str, Any] | None) -> None:
+    """The objio.json member: format version, true dtype names, and the user's metadata."""
     header = {"format": "objio.npz", "version": FORMAT_VERSION, "dtypes": extension_dtypes}
     if metadata is not None:
         header["user"] = metadata
@@ -91,7 +97,6 @@ def write_npz(
     archive.begin(METADATA_MEMBER, len(data))
     archive.write(data)
     archive.end()
-    archive.close()
 
 
 def _write_array(archive: ZipWriter, name: str, array: np.ndarray) -> None:

@@ -221,3 +221,14 @@ def test_write_npz_refuses_a_count_mismatch_and_object_arrays_naming_the_file() 
         write_npz(io.BytesIO(), ["a", "b"], [np.zeros(1)], where="x.npz")
     with pytest.raises(TypeError, match=r"cannot save 'b' to x.npz: its dtype object"):
         write_npz(io.BytesIO(), ["a", "b"], [np.zeros(1), np.array([None])], where="x.npz")
+
+
+def test_a_raw_stream_that_takes_part_of_each_write_still_gets_every_byte() -> None:
+    class _Trickling(_RecordingStream):
+        def write(self, data: Any) -> int:
+            return super().write(bytes(memoryview(data).cast("B")[:1000]))
+
+    arrays = [np.arange(100_000, dtype=np.int32), np.ones(7, np.float32)]
+    stream = _Trickling()
+    write_npz(stream, ["v0", "v1"], arrays)  # type: ignore[arg-type]
+    assert stream.getvalue() == _npz(arrays)
