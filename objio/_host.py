@@ -25,6 +25,8 @@ from objio.storage import Storage
 DISABLE_AUTOLOAD_ENV = "OBJIO_DISABLE_PLUGIN_AUTOLOAD"
 #: Comma-separated distribution or entry-point names of plugins not to load (``objio-gcs,acme``).
 DISABLE_PLUGINS_ENV = "OBJIO_DISABLE_PLUGINS"
+#: The schemes of local paths (``""``) and file URLs: served by the built-in local backend, never a plugin.
+LOCAL_SCHEMES = ("", "file")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +166,13 @@ def open_storage(url: str | os.PathLike[str], options: dict[str, Any] | None = N
         install, or which installed plugin is disabled or broken.
     """
     url = urls.check_url(os.fspath(url))
+    if urls.scheme_of(url) in LOCAL_SCHEMES:
+        # Local disk is always the built-in backend (its hook is tryfirst, so the manager answers the
+        # same), so a local path needs no entry-point scan: that scan and the plugins' imports were
+        # most of a first save's cost (issue 10, point 5).
+        from objio.backends import local
+
+        return local.open_local(url, options)
     host = _get_host()
     storage = host.manager.hook.objio_storage(url=url, options=dict(options or {}))
     if storage is not None:
