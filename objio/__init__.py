@@ -29,7 +29,6 @@ from objio.errors import (
     StorageUnavailableError,
     UnsafeFileError,
 )
-from objio.hookspecs import hookimpl
 from objio.io.save_load import load_var_collection, read_metadata, save_var_collection
 from objio.module import Module, ModuleList
 from objio.storage import Capabilities, Storage
@@ -37,12 +36,19 @@ from objio.var_collection import VarCollection
 from objio.variables import BaseState, BaseVar, RandomState, StateVar, TrainRef, TrainVar
 
 if TYPE_CHECKING:
+    from objio.hookspecs import hookimpl
     from objio.io.checkpoint import Checkpoint
     from objio.tree import load_tree, save_tree
 
-# Imported on first use (PEP 562): checkpoints and pytrees pull in the multi-process machinery, which
-# a save or load of one file never needs; importing it up front was most of `import objio` (issue 10).
-_LAZY = {"Checkpoint": "objio.io.checkpoint", "load_tree": "objio.tree", "save_tree": "objio.tree"}
+# Imported on first use (PEP 562): checkpoints and pytrees pull in the multi-process machinery, and
+# hookimpl pluggy, none of which a save or load of one local file needs; importing them up front was
+# most of `import objio` (issue 10).
+_LAZY = {
+    "Checkpoint": "objio.io.checkpoint",
+    "hookimpl": "objio.hookspecs",
+    "load_tree": "objio.tree",
+    "save_tree": "objio.tree",
+}
 
 
 def __getattr__(name: str) -> Any:

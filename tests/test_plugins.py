@@ -144,6 +144,7 @@ def test_local_paths_are_the_local_backend_and_need_no_plugin_loaded(tmp_path: P
             objio.save_var_collection(folder + "/net.npz", vc)
             objio.load_var_collection("file://" + folder + "/net.npz", vc)
             print(type(objio.open_storage(folder)).__name__, _host._host is None, "objio_greedy" in sys.modules)
+            print("pluggy" in sys.modules)
             manager = objio.get_plugin_manager()
             for url in (folder, "file://" + folder, "memory://x"):
                 storage = manager.hook.objio_storage(url=url, options={})
@@ -155,6 +156,7 @@ def test_local_paths_are_the_local_backend_and_need_no_plugin_loaded(tmp_path: P
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "LocalStorage True False",
+        "False",
         "LocalStorage True False",
         "LocalStorage True False",
         "MemoryStorage False True",  # the greedy plugin's: it is asked before the built-in memory backend

@@ -30,10 +30,12 @@ except ImportError:  # Windows: no flock; dead writers' temp files are left for 
 
 from objio.backends._oserrors import FULL_ERRNOS, translate_os_errors, translated
 from objio.errors import ObjectExistsError, StorageError, StorageOptionsError
-from objio.hookspecs import hookimpl
 from objio.storage import Capabilities, check_key, join_url
-from objio.urls import local_path, scheme_of
+from objio.urls import local_path
 
+#: The schemes this backend serves: local paths (``""``) and ``file://`` URLs. objio.open_storage serves
+#: them without the plugin manager (its hook, in objio._builtins, is tryfirst).
+SCHEMES = ("", "file")
 # Temp files start with '.' (hidden from glob, so from Objax too) and end with this suffix, which
 # no checkpoint pattern such as '*.npz' matches; list() skips them.
 TEMP_SUFFIX = ".objio-tmp"
@@ -44,16 +46,6 @@ STALE_TEMP_SECONDS = 15 * 60.0
 # The longest file name most file systems take (NAME_MAX), in bytes.
 NAME_MAX = 255
 _TEMP_RANDOM_HEX = 12
-
-
-# tryfirst: local paths and file:// URLs are always this backend, whatever plugins are installed, so
-# that objio.open_storage can serve them without loading the plugins (issue 10) and still answer as
-# the plugin manager would.
-@hookimpl(tryfirst=True)
-def objio_storage(url: str, options: dict[str, Any]) -> LocalStorage | None:
-    if scheme_of(url) not in ("", "file"):
-        return None
-    return open_local(url, options)
 
 
 def open_local(url: str, options: dict[str, Any] | None) -> LocalStorage:
