@@ -181,13 +181,15 @@ def test_closing_in_mid_stream_drops_the_window_fetched_ahead(bucket: str) -> No
         r.read(1)
 
 
-def test_parallel_range_requests(bucket: str) -> None:
-    storage = _storage(bucket, read_concurrency=4, read_block_size=2 * MiB)
+def test_parallel_range_requests(bucket: str, fault_proxy: Any) -> None:
+    storage = _storage(bucket, read_concurrency=4, read_block_size=2 * MiB, endpoint_url=fault_proxy.endpoint)
     data = _payload(16 * MiB, seed=2)
     _write(storage, "obj", data)
+    fault_proxy.meet(4, method="GET")  # each range is held until all four are being fetched
     with storage.open_reader("obj") as r:
         assert r.read() == data
         assert r.requests == 4  # one 16 MiB read, as 4 ranges sent at once
+    assert fault_proxy.met == [True] * 4
 
 
 def test_readinto_and_read_after_close(bucket: str) -> None:
