@@ -14,8 +14,6 @@ anything.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import signal
 import socket
@@ -27,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from _common import MiB, interleaved, make_collection, parse_args, report
+from _common import MiB, interleaved, make_collection, parse_args, report, storage_option_argument, storage_options
 
 
 @contextmanager
@@ -57,22 +55,6 @@ def moto_server() -> Iterator[str]:
         finally:
             os.kill(process.pid, signal.SIGTERM)
             process.wait(timeout=30)
-
-
-def storage_option_argument(parser: argparse.ArgumentParser) -> None:
-    """``--option NAME=VALUE`` (repeatable): a storage option for objio; VALUE is read as JSON if it parses."""
-    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="an objio storage option")
-
-
-def storage_options(pairs: list[str]) -> dict[str, object]:
-    options: dict[str, object] = {}
-    for pair in pairs:
-        name, _, text = pair.partition("=")
-        try:
-            options[name] = json.loads(text)
-        except ValueError:
-            options[name] = text
-    return options
 
 
 def main() -> None:
