@@ -98,8 +98,8 @@ class RangeReader(io.RawIOBase):
     :param size: the object's size in bytes.
     :param version: the version to pin every fetch to (``None``: none known).
     :param block_size: the smallest fetch (see the module doc).
-    :param read_ahead: the window fetched ahead while a load streams through the object; 0: none.
-    :param concurrency: ranges a large read is split into, fetched at once (each at least a block).
+    :param read_ahead: the largest window fetched ahead while a load streams through the object; 0: none.
+    :param concurrency: ranges a large read or a window is split into, fetched at once (each at least a block).
     :ivar fetched_bytes: bytes fetched so far (to check that partial loads stay partial).
     :ivar requests: fetches made so far.
     """
