@@ -8,6 +8,7 @@ printed, since on this noisy machine only the ratios mean anything.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -62,3 +63,20 @@ def report(title: str, times: dict[str, list[float]], total_bytes: int, baseline
         ratio = f"  {s / median[baseline[label]]:5.2f}x {baseline[label]}" if label in baseline else ""
         spread = f"[{min(t) * 1000:.0f}-{max(t) * 1000:.0f} ms]"
         print(f"  {label:16s} {s * 1000:8.1f} ms {spread:>17s} {total_bytes / s / MiB:8.1f} MiB/s{ratio}")
+
+
+def storage_option_argument(parser: argparse.ArgumentParser) -> None:
+    """``--option NAME=VALUE`` (repeatable): a storage option for objio; VALUE is read as JSON if it parses."""
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="an objio storage option")
+
+
+def storage_options(pairs: list[str]) -> dict[str, object]:
+    """The storage options that ``--option`` gave, as a dict."""
+    options: dict[str, object] = {}
+    for pair in pairs:
+        name, _, text = pair.partition("=")
+        try:
+            options[name] = json.loads(text)
+        except ValueError:
+            options[name] = text
+    return options

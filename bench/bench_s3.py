@@ -1,14 +1,15 @@
 """S3 (moto): objio's save and load against a raw s3fs put and get of the same bytes.
 
-    python bench/bench_s3.py [--mib 256] [--arrays 16] [--repeat 5]
+    python bench/bench_s3.py [--mib 256] [--arrays 16] [--repeat 5] [--option read_concurrency=4 ...]
 
 Starts its own moto_server on a free 127.0.0.1 port (stopped by PID at the end) and points the AWS
 chain at it through the environment, as a user would. Raw is s3fs at its defaults: ``pipe_file`` of
 the model's bytes (a multipart upload of 50 MiB parts, all sent at once) and ``cat_file`` (50 MiB
 ranges, fetched at once). objio writes and reads a checkpoint file of the same arrays through its S3
-backend. Each round runs all four, interleaved, so drift hits both sides alike; medians and ratios
-from the same run are printed. moto is CPU-bound Python on the same cores as the client, so only
-the ratios mean anything.
+backend (``--option`` passes storage options, such as ``part_size`` or ``read_concurrency``). Each
+round runs all four, interleaved, so drift hits both sides alike; medians and ratios from the same
+run are printed. moto is CPU-bound Python on the same cores as the client, so only the ratios mean
+anything.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from _common import MiB, interleaved, make_collection, parse_args, report
+from _common import MiB, interleaved, make_collection, parse_args, report, storage_option_argument, storage_options
 
 
 @contextmanager
@@ -57,7 +58,7 @@ def moto_server() -> Iterator[str]:
 
 
 def main() -> None:
-    args = parse_args(__doc__)
+    args = parse_args(__doc__, storage_option_argument)
     with moto_server() as endpoint:
         os.environ.update(
             AWS_ACCESS_KEY_ID="bench",
@@ -66,10 +67,10 @@ def main() -> None:
             AWS_ENDPOINT_URL=endpoint,
             AWS_EC2_METADATA_DISABLED="true",
         )
-        run(args.mib, args.arrays, args.repeat)
+        run(args.mib, args.arrays, args.repeat, storage_options(args.option))
 
 
-def run(mib: int, arrays: int, repeat: int) -> None:
+def run(mib: int, arrays: int, repeat: int, options: dict[str, object]) -> None:
     import numpy as np
     import s3fs
 
@@ -90,10 +91,10 @@ def run(mib: int, arrays: int, repeat: int) -> None:
         assert len(fs.cat_file("bench/raw.bin")) == total
 
     def objio_save() -> None:
-        objio.save_var_collection(url, vc)
+        objio.save_var_collection(url, vc, storage_options=options)
 
     def objio_load() -> None:
-        objio.load_var_collection(url, vc)
+        objio.load_var_collection(url, vc, storage_options=options)
 
     steps = [
         ("raw s3fs put", raw_save),
@@ -102,7 +103,8 @@ def run(mib: int, arrays: int, repeat: int) -> None:
         ("objio load", objio_load),
     ]
     report(
-        f"{total / MiB:.0f} MiB in {arrays} arrays to moto at {fs.s3.meta.endpoint_url}, median of {repeat}",
+        f"{total / MiB:.0f} MiB in {arrays} arrays to moto at {fs.s3.meta.endpoint_url}, objio options {options}, "
+        f"median of {repeat}",
         interleaved(steps, repeat),
         total,
         {"objio save": "raw s3fs put", "objio load": "raw s3fs get"},

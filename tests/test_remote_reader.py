@@ -95,22 +95,57 @@ def test_a_partial_read_fetches_about_its_bytes() -> None:
         assert f.fetched_bytes == BLOCK and f.requests == 1
 
 
-def test_a_stream_fetches_ahead_in_the_background() -> None:
+def test_a_stream_of_small_reads_fetches_windows_ahead_that_grow() -> None:
     source = FakeSource()
-    with reader(source, read_ahead=BLOCK * 2) as f:
+    with reader(source, read_ahead=BLOCK * 8) as f:
         f.seek(BLOCK)
-        f.read(BLOCK * 2)  # a jump: no read ahead
-        assert source.ranges() == [(BLOCK, BLOCK * 3)]
-        f.read(BLOCK * 2)  # continues it: the next two blocks are fetched ahead
-        assert f.read(BLOCK * 2) == DATA[BLOCK * 5 : BLOCK * 7]  # served by the fetch ahead
-        assert f.read(BLOCK * 2) == DATA[BLOCK * 7 : BLOCK * 9]  # and so is this one
-        assert f.requests == 5  # the one after is on its way
-    assert source.ranges()[:4] == [
-        (BLOCK, BLOCK * 3),
-        (BLOCK * 3, BLOCK * 5),
-        (BLOCK * 5, BLOCK * 7),
-        (BLOCK * 7, BLOCK * 9),
+        out = bytearray()
+        while chunk := f.read(16):  # headers and small members, one after the other
+            out += chunk
+        assert out == DATA[BLOCK:]
+    # A block (a jump), then windows of twice the stream read so far, up to read_ahead: each
+    # fetched once the caller reads past the middle of the window before it.
+    assert source.ranges() == [
+        (BLOCK, BLOCK * 2),
+        (BLOCK * 2, BLOCK * 4),
+        (BLOCK * 4, BLOCK * 10),
+        (BLOCK * 10, BLOCK * 18),
+        (BLOCK * 18, len(DATA)),
     ]
+
+
+def test_a_large_read_in_a_stream_still_goes_straight_into_the_callers_buffer() -> None:
+    source = FakeSource()
+    first, second = bytearray(BLOCK * 2), bytearray(BLOCK * 3)
+    with reader(source, read_ahead=BLOCK * 4) as f:
+        f.seek(BLOCK)
+        assert f.readinto(first) == len(first)
+        assert f.readinto(second) == len(second)  # continues the stream, but needs no window
+    assert first + second == DATA[BLOCK : BLOCK * 6]
+    assert [(a, b, target) for a, b, target in source.fetches] == [
+        (BLOCK, BLOCK * 3, first),
+        (BLOCK * 3, BLOCK * 6, second),
+    ]
+
+
+def test_reading_two_adjacent_members_fetches_at_most_one_small_window_beyond() -> None:
+    """A partial load of two members that lie side by side (each a header, then its data)."""
+    source = FakeSource()
+    header, member = 10, BLOCK * 2
+    with reader(source, read_ahead=BLOCK * 16) as f:
+        f.seek(BLOCK * 5)
+        for _ in range(2):
+            at = f.tell()
+            assert f.read(header) + f.read(member) == DATA[at : at + header + member]
+    second = BLOCK * 5 + header + member
+    assert source.ranges() == [
+        (BLOCK * 5, BLOCK * 6),  # the block around the first header (a jump)
+        (BLOCK * 6, second),  # the rest of the first member, straight into its array
+        (second, second + 2 * (second - BLOCK * 5)),  # a window of twice the stream, not read_ahead
+    ]
+    # The window ends a member's length beyond the second member: no window after it was started,
+    # as the caller never read past its middle.
+    assert f.fetched_bytes - 2 * (header + member) == member + header
 
 
 def test_every_fetch_is_pinned_to_the_version_seen_at_open() -> None:

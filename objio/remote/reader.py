@@ -4,20 +4,26 @@ An npz file is read in a few places: the zip directory at the end, then each wan
 data is contiguous. A backend supplies one :class:`RangeSource` (a ranged fetch into a buffer);
 :class:`RangeReader` decides what to fetch:
 
-- a read of at least ``block_size`` bytes is fetched straight into the caller's buffer (the array
-  being loaded), with no copy in between, split into up to ``concurrency`` ranges sent at once;
-- a smaller read (a zip or npy header) fetches the ``block_size`` bytes around it into a small
-  cache, which serves the reads after it. Near the end of the object the block ends at the end, so
-  the zip end records and directory come in one request; the first such fetch also fetches the
-  object's first block alongside, in the background (where the first member starts);
-- with ``read_ahead``, a read that starts where a large read ended (a full load going on to the
-  next member) fetches the ``read_ahead`` bytes from there, and while the caller reads such a
-  window, the next one is fetched in the background.
+- a read of at least ``block_size`` bytes that no fetched block holds goes straight into the
+  caller's buffer (the array being loaded), with no copy in between, split into up to
+  ``concurrency`` ranges sent at once (each at least a block);
+- a smaller read (a zip or npy header) after a jump fetches the ``block_size`` bytes around it
+  into a small cache, which serves the reads after it. Near the end of the object the block ends at
+  the end, so the zip end records and directory come in one request; the first such fetch also
+  fetches the object's first block alongside, in the background (where the first member starts);
+- with ``read_ahead``, a small read that continues a stream (it starts where the previous read
+  ended) fetches a window from there, of twice the bytes streamed so far (at least a block, at most
+  ``read_ahead``); once the caller reads past the middle of such a window, the next one is fetched
+  in the background, again twice the stream. A full load thus soon moves in a few windows of
+  ``read_ahead`` bytes, while a partial load, whose streams are short, fetches ahead at most about
+  as much as it read: read-ahead grows only with evidence that the caller reads on.
 
-A partial load fetches the members it wants plus at most a block around each. Memory beyond the
-caller's buffers is at most ``2 * block_size + 2 * read_ahead``. Bytes fetched ahead are copied into the
-caller's buffer when it reads them: the price of fewer, larger requests while streaming (on some
-servers, such as moto, each range request costs in proportion to the whole object's size).
+A partial load fetches the members it wants plus at most a block around each, and, where it reads
+members that lie next to each other, at most one window beyond them (twice their size, and never
+more than ``read_ahead``). Memory beyond the caller's buffers is at most ``2 * block_size + 2 *
+read_ahead``. Bytes fetched ahead are copied into the caller's buffer when it reads them: the price
+of fewer, larger requests while streaming (on some servers, such as moto, each range request costs
+in proportion to the whole object's size).
 A reader is used by one thread at a time.
 
 Every fetch is pinned to the version seen at open (an ETag, a generation): a replaced object
@@ -72,12 +78,12 @@ class RangeSource(Protocol):
 
 @dataclasses.dataclass
 class _Block:
-    """Bytes ``[start, start + len(data))`` of the object, fetched (or being fetched by ``future``)."""
+    """Bytes ``[start, start + len(data))`` of the object, fetched (or being fetched by ``futures``)."""
 
     start: int
     data: bytearray
-    future: concurrent.futures.Future[None] | None = None
-    ahead: bool = False  # a read-ahead window: reading it fetches the next one
+    futures: list[concurrent.futures.Future[None]] = dataclasses.field(default_factory=list)
+    ahead: bool = False  # a read-ahead window: reading past its middle fetches the next one
 
     @property
     def stop(self) -> int:
@@ -92,8 +98,8 @@ class RangeReader(io.RawIOBase):
     :param size: the object's size in bytes.
     :param version: the version to pin every fetch to (``None``: none known).
     :param block_size: the smallest fetch (see the module doc).
-    :param read_ahead: the window fetched ahead while a load streams through the object; 0: none.
-    :param concurrency: ranges a large read is split into, fetched at once (each at least a block).
+    :param read_ahead: the largest window fetched ahead while a load streams through the object; 0: none.
+    :param concurrency: ranges a large read or a window is split into, fetched at once (each at least a block).
     :ivar fetched_bytes: bytes fetched so far (to check that partial loads stay partial).
     :ivar requests: fetches made so far.
     """
@@ -123,7 +129,8 @@ class RangeReader(io.RawIOBase):
         self._read_ahead = read_ahead
         self._concurrency = concurrency
         self._position = 0
-        self._stream_stop = -1  # where the last large or read-ahead read ended; a read there streams on
+        self._stream_start = 0  # where the stream being read began (the last jump)
+        self._stream_stop = -1  # where the last read ended; a read that starts there continues the stream
         self._blocks: list[_Block] = []
         self._fetched_any = False
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -174,9 +181,10 @@ class RangeReader(io.RawIOBase):
         count = min(len(view), self._size - start)
         if count <= 0:
             return 0
-        # A read that starts where a large one ended (a zip data descriptor may lie between) is a
-        # full load streaming on to the next member: from here, fetch windows ahead.
-        streaming = self._read_ahead > 0 and 0 <= self._stream_stop <= start <= self._stream_stop + _SMALL_GAP
+        # A read that starts where the last one ended (a zip data descriptor may lie between)
+        # continues a stream; any other read is a jump, and a new stream begins there.
+        if not 0 <= self._stream_stop <= start <= self._stream_stop + _SMALL_GAP:
+            self._stream_start = start
         done = 0
         while done < count:
             position = start + done
@@ -188,19 +196,16 @@ class RangeReader(io.RawIOBase):
                 view[done : done + take] = data[offset : offset + take]
                 done += take
                 if block.ahead:
-                    streaming = True
                     self._window_after(block, position)
-            elif streaming:
-                self._drop_behind(position)
-                self._fetch_ahead(position, min(self._size, position + self._read_ahead), ahead=True)
             elif count - done >= self._block_size:
                 self._fetch_direct(position, view[done:count])
                 done = count
-                streaming = True
+            elif self._read_ahead and position > self._stream_start:
+                self._drop_behind(position)
+                self._fetch_ahead(position, self._window_stop(position), ahead=True)
             else:
                 self._load_block(position)
-        stop = self._position = start + count
-        self._stream_stop = stop if streaming else -1
+        self._position = self._stream_stop = start + count
         return count
 
     def readall(self) -> bytes:
@@ -211,10 +216,7 @@ class RangeReader(io.RawIOBase):
 
     def close(self) -> None:
         # Fetches ahead that have not started are dropped; running ones end and their bytes go.
-        for block in self._blocks:
-            if block.future is not None:
-                block.future.cancel()
-        self._blocks = []
+        self._drop(list(self._blocks))
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -230,13 +232,15 @@ class RangeReader(io.RawIOBase):
 
     def _ready(self, block: _Block) -> bytearray:
         """The block's bytes, once its fetch ahead has finished (its error raised, block dropped)."""
-        if block.future is not None:
+        if block.futures:
+            concurrent.futures.wait(block.futures)
             try:
-                block.future.result()
+                for future in block.futures:
+                    future.result()
             except BaseException:
                 self._blocks.remove(block)
                 raise
-            block.future = None
+            block.futures = []
         return block.data
 
     def _load_block(self, position: int) -> None:
@@ -250,20 +254,30 @@ class RangeReader(io.RawIOBase):
         self._counted_fetch(start, stop, memoryview(block.data))
         self._keep(block)
 
+    def _window_stop(self, start: int) -> int:
+        """Where a window fetched ahead from ``start`` ends: twice the stream so far, within bounds."""
+        streamed = start - self._stream_start
+        return min(self._size, start + min(self._read_ahead, max(self._block_size, 2 * streamed)))
+
     def _window_after(self, block: _Block, position: int) -> None:
-        """While the caller reads (at ``position``) a window fetched ahead, fetch the next one."""
-        if block.stop < self._size and self._block_at(block.stop) is None:
+        """Once the caller reads (at ``position``) past the middle of a window, fetch the next one."""
+        past_middle = 2 * (position - block.start) >= len(block.data)
+        if past_middle and block.stop < self._size and self._block_at(block.stop) is None:
             self._drop_behind(position)
-            self._fetch_ahead(block.stop, min(self._size, block.stop + self._read_ahead), ahead=True)
+            self._fetch_ahead(block.stop, self._window_stop(block.stop), ahead=True)
 
     def _drop_behind(self, position: int) -> None:
         # A stream does not go back: what ends before it goes (the zip directory at the end stays).
         self._drop([block for block in self._blocks if block.stop <= position])
 
     def _fetch_ahead(self, start: int, stop: int, *, ahead: bool = False) -> None:
+        """Fetch ``[start, stop)`` into a new cached block in the background, in up to ``concurrency`` ranges."""
         block = _Block(start, bytearray(stop - start), ahead=ahead)
-        self._count(1, stop - start)
-        block.future = self._workers().submit(self._source.fetch, start, stop, memoryview(block.data), self.version)
+        into = memoryview(block.data)
+        for a, b in self._cuts(stop - start):
+            self._count(1, b - a)
+            future = self._workers().submit(self._source.fetch, start + a, start + b, into[a:b], self.version)
+            block.futures.append(future)
         self._keep(block)
 
     def _keep(self, block: _Block) -> None:
@@ -273,15 +287,12 @@ class RangeReader(io.RawIOBase):
     def _drop(self, blocks: list[_Block]) -> None:
         for block in blocks:
             self._blocks.remove(block)
-            if block.future is not None:
-                block.future.cancel()
+            for future in block.futures:
+                future.cancel()
 
     def _fetch_direct(self, start: int, into: memoryview) -> None:
         """Fill ``into`` from ``start``, in up to ``concurrency`` ranges at once, this thread doing one."""
-        length = len(into)
-        pieces = max(1, min(self._concurrency, length // self._block_size))
-        step = -(-length // pieces)
-        cuts = [(a, min(length, a + step)) for a in range(0, length, step)]
+        cuts = self._cuts(len(into))
         futures = [self._workers().submit(self._counted_fetch, start + a, start + b, into[a:b]) for a, b in cuts[1:]]
         try:
             a, b = cuts[0]
@@ -291,6 +302,12 @@ class RangeReader(io.RawIOBase):
             concurrent.futures.wait(futures)
         for future in futures:
             future.result()
+
+    def _cuts(self, length: int) -> list[tuple[int, int]]:
+        """``[0, length)`` cut into up to ``concurrency`` ranges of at least a block, to fetch at once."""
+        pieces = max(1, min(self._concurrency, length // self._block_size))
+        step = -(-length // pieces)
+        return [(a, min(length, a + step)) for a in range(0, length, step)]
 
     def _counted_fetch(self, start: int, stop: int, into: memoryview) -> None:
         self._count(1, stop - start)
@@ -304,7 +321,9 @@ class RangeReader(io.RawIOBase):
 
     def _workers(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(self._concurrency + 1, thread_name_prefix="objio-read")
+            # A window being fetched ahead and a large read, each in up to ``concurrency`` ranges.
+            workers = 2 * self._concurrency
+            self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="objio-read")
         return self._pool
 
     def _check_open(self) -> None:

@@ -14,12 +14,11 @@ consistent for object reads, writes, deletes and listings.
 from __future__ import annotations
 
 import builtins
-import io
 import os
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, BinaryIO
+from typing import Any
 
 from objio.errors import ObjectNotFoundError
 from objio.remote import RangeReader, StagedWriter
@@ -112,13 +111,16 @@ class GCSStorage:
     def _name(self, key: str) -> str:
         return self.prefix + check_key(key)
 
-    def open_reader(self, key: str) -> BinaryIO:
+    def open_reader(self, key: str) -> RangeReader:
         url = join_url(self.url, key)
         source = GCSRangeSource(self._t, self.bucket, self._name(key), url)
         current = source.current()
         if current is None:
             raise ObjectNotFoundError(f"{url} does not exist", url=url)
-        raw = RangeReader(
+        # Not wrapped in a BufferedReader: the reader caches blocks itself, and a buffer's reads of
+        # a whole block went past that cache (the first block, read to tell the format, was fetched
+        # twice).
+        return RangeReader(
             source,
             name=url,
             size=current.size,
@@ -126,7 +128,6 @@ class GCSStorage:
             block_size=READ_BLOCK,
             concurrency=self.options.read_concurrency,
         )
-        return io.BufferedReader(raw, buffer_size=READ_BLOCK)  # type: ignore[return-value]
 
     def open_writer(self, key: str, *, if_absent: bool = False) -> StagedWriter:
         url = join_url(self.url, key)

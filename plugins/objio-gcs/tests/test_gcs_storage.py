@@ -11,6 +11,7 @@ import gc
 import os
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from typing import Any
@@ -319,8 +320,7 @@ def test_reads_fetch_only_the_bytes_asked_for(gcs_url: str) -> None:
     with storage.open_reader("obj") as f:
         f.seek(5 * MIB)
         assert f.read(1000) == data[5 * MIB : 5 * MIB + 1000]
-        raw = f.raw  # type: ignore[attr-defined]
-        assert raw.requests == 1 and raw.fetched_bytes <= READ_BUFFER
+        assert f.requests == 1 and f.fetched_bytes <= READ_BUFFER
 
 
 @pytest.mark.parametrize("ranges", [1, 4])
@@ -349,6 +349,54 @@ def test_loading_some_variables_fetches_only_their_bytes(gcs_url: str, http_log:
     fetched = sum(c.received_bytes for c in http_log if c.params.get("alt") == "media")
     # Its 2 MiB, plus the blocks around the zip directory and each member's header.
     assert 2 * MIB <= fetched < 2 * MIB + 4 * READ_BUFFER, fetched
+
+
+def test_the_ranges_of_a_large_read_are_fetched_at_once(gcs_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each ranged GET waits until all four are under way: a sequential reader would time out."""
+    from objio_gcs.transport import Response, Transport
+
+    storage = objio.open_storage(gcs_url, {"read_concurrency": 4})
+    data = _payload(8 * MIB)
+    with storage.open_writer("obj") as f:
+        f.write(data)
+    together = threading.Barrier(4, timeout=30)
+    met: list[bool] = []
+    original = Transport.attempt
+
+    def meeting(self: Transport, method: str, url: str, **kwargs: Any) -> Response:
+        if (kwargs.get("params") or {}).get("alt") == "media":
+            try:
+                together.wait()
+                met.append(True)
+            except threading.BrokenBarrierError:
+                met.append(False)
+        return original(self, method, url, **kwargs)
+
+    monkeypatch.setattr(Transport, "attempt", meeting)
+    with storage.open_reader("obj") as f:
+        assert f.read() == data
+    assert met == [True] * 4
+
+
+@pytest.mark.parametrize("wanted", [(5, 6), (3, 15)], ids=["side-by-side", "apart"])
+def test_loading_2_of_20_variables_fetches_only_their_bytes(
+    gcs_url: str, http_log: list[Any], wanted: tuple[int, int]
+) -> None:
+    url = f"{gcs_url}/model.npz"
+    member = 2 * MIB
+    full = objio.VarCollection({f"(Net).w{i}": objio.TrainVar(np.full(member // 4, i, np.float32)) for i in range(20)})
+    objio.save_var_collection(url, full)
+    http_log.clear()
+    part = objio.VarCollection({f"(Net).w{i}": objio.TrainVar(np.zeros(member // 4, np.float32)) for i in wanted})
+    objio.load_var_collection(url, part)
+    for i in wanted:
+        np.testing.assert_array_equal(np.asarray(part[f"(Net).w{i}"].value), np.full(member // 4, i, np.float32))
+    media = [c for c in http_log if c.params.get("alt") == "media"]
+    fetched = sum(c.received_bytes for c in media)
+    # The members, the block with the zip directory, the first block (names.npy), and a block
+    # around each member's header: no read-ahead beyond what is wanted.
+    assert 2 * member < fetched <= 2 * member + 4 * READ_BUFFER, fetched
+    assert len(media) <= 6, [c.headers["Range"] for c in media]
 
 
 def test_a_reader_sees_one_version_or_fails(gcs_url: str) -> None:

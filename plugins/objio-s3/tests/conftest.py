@@ -177,6 +177,8 @@ class FaultProxy:
         self.parts_running = 0  # UploadPart requests being served now
         self.most_parts_running = 0
         self._rules: list[list[Any]] = []
+        self._meetings: list[list[Any]] = []  # [barrier, method, query, requests left]
+        self.met: list[bool] = []  # per request held by meet(): whether the others came in time
         self._lock = threading.Lock()
         proxy = self
 
@@ -201,6 +203,28 @@ class FaultProxy:
         """Apply ``action`` to the next ``times`` requests with this HTTP ``method`` and ``query`` text."""
         with self._lock:
             self._rules.append([action, method, query, times])
+
+    def meet(self, parties: int, *, method: str, query: str = "", timeout: float = 30.0) -> None:
+        """Hold the next ``parties`` requests with this ``method`` and ``query`` text until all of them
+        are being served at once, then forward them. A request that waits ``timeout`` seconds in vain
+        is forwarded anyway and recorded as ``False`` in :attr:`met`: the requests did not overlap."""
+        with self._lock:
+            self._meetings.append([threading.Barrier(parties, timeout=timeout), method, query, parties])
+
+    def _meet(self, method: str, path: str) -> None:
+        with self._lock:
+            meeting = next((m for m in self._meetings if m[3] > 0 and m[1] == method and m[2] in path), None)
+            if meeting is None:
+                return
+            meeting[3] -= 1
+        try:
+            meeting[0].wait()
+        except threading.BrokenBarrierError:
+            met = False
+        else:
+            met = True
+        with self._lock:
+            self.met.append(met)
 
     def close(self) -> None:
         self._server.shutdown()
@@ -228,6 +252,7 @@ class FaultProxy:
                 self.parts_running += 1
                 self.most_parts_running = max(self.most_parts_running, self.parts_running)
         try:
+            self._meet(handler.command, handler.path)
             self._answer(handler, action, body)
         finally:
             if is_part:

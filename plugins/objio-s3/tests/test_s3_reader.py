@@ -17,6 +17,7 @@ import objio
 from objio.errors import ChangedWhileReadingError, ObjectNotFoundError
 from objio.remote import RangeReader
 from objio_s3 import S3Storage
+from objio_s3.config import Transfer
 
 MiB = 1 << 20
 
@@ -90,6 +91,39 @@ def test_loading_a_subset_fetches_only_its_bytes(bucket: str, monkeypatch: pytes
     assert reader.requests <= 4
 
 
+@pytest.mark.parametrize("wanted", [(5, 6), (3, 15)], ids=["side-by-side", "apart"])
+def test_loading_2_of_20_variables_requests_only_their_bytes(
+    bucket: str, fault_proxy: Any, wanted: tuple[int, int]
+) -> None:
+    """Counted at the server (the proxy in front of moto), at the default block and read-ahead."""
+    url = f"s3://{bucket}/run/model.npz"
+    member = 2 * MiB
+    objio.save_var_collection(url, _model(20, member // 4))  # 40 MiB, written straight to moto
+    part = objio.VarCollection({f"(Net).w{i}": objio.TrainVar(jnp.zeros((member // 4,), jnp.float32)) for i in wanted})
+    objio.load_var_collection(url, part, storage_options={"endpoint_url": fault_proxy.endpoint})
+    for i in wanted:
+        np.testing.assert_array_equal(np.asarray(part[f"(Net).w{i}"].value), np.full(member // 4, i, np.float32))
+
+    seen = zip(fault_proxy.seen, fault_proxy.headers, strict=True)
+    ranges = [_range(headers) for (method, _, _), headers in seen if method == "GET"]
+    fetched = sum(stop - start for start, stop in ranges)
+    block = Transfer().read_block_size
+    # The zip directory's block at the end, the first block (names.npy) fetched alongside, and per
+    # member its bytes and at most a block around its header. Side by side, the second member
+    # continues a stream: its window ahead is twice that stream (a member and a block), where the
+    # default read_ahead would have fetched 64 MiB, most of the file.
+    around = 2 * block if wanted[1] - wanted[0] > 1 else member + 2 * block
+    assert 2 * member < fetched <= 2 * member + 2 * block + around, ranges
+    assert len(ranges) <= 6, ranges
+    assert not any(a < d and c < b for i, (a, b) in enumerate(ranges) for c, d in ranges[i + 1 :]), ranges
+
+
+def _range(headers: dict[str, str]) -> tuple[int, int]:
+    """The byte range ``[start, stop)`` a GET asked for."""
+    start, _, last = headers["range"].removeprefix("bytes=").partition("-")
+    return int(start), int(last) + 1
+
+
 def storage_block(bucket: str) -> int:
     return _storage(bucket).transfer.read_block_size
 
@@ -113,11 +147,12 @@ def test_a_sequential_read_takes_few_large_requests_with_read_ahead(bucket: str)
     _write(storage, "obj", data)
     with storage.open_reader("obj") as r:
         out = bytearray()
-        while chunk := r.read(4 * MiB):
+        while chunk := r.read(MiB // 4):  # headers and small members, one after the other
             out += chunk
         assert out == data
-        # 4 MiB, then a window of 32 MiB, and the last 12 MiB fetched while that one is read.
-        assert r.requests == 3
+        # A block, then windows of twice the stream so far (2, 6, 18 MiB) up to read_ahead (the
+        # last 21 MiB), each fetched while the one before is read.
+        assert r.requests == 5
         assert r.fetched_bytes == len(data)
 
 
@@ -128,8 +163,11 @@ def test_closing_in_mid_stream_drops_the_window_fetched_ahead(bucket: str) -> No
     r = storage.open_reader("obj")
     tracemalloc.start()
     try:
-        assert r.read(MiB) + r.read(MiB) == data[: 2 * MiB]  # a stream: a window, and the next on its way
-        assert r.fetched_bytes == 17 * MiB
+        # A header, a member, a header, a member, a header: the second header starts a window of
+        # twice the stream (4 MiB), and reading past its middle starts the next one (8 MiB).
+        pieces = [100, 2 * MiB, 100, 3 * MiB, 100]
+        assert b"".join(r.read(n) for n in pieces) == data[: sum(pieces)]
+        assert r.fetched_bytes == MiB + (MiB + 100) + (4 * MiB + 200) + 8 * MiB
         r.close()
         for thread in threading.enumerate():  # the fetch ahead ends; its window must go with it
             if thread.name.startswith("objio-read"):
@@ -143,13 +181,15 @@ def test_closing_in_mid_stream_drops_the_window_fetched_ahead(bucket: str) -> No
         r.read(1)
 
 
-def test_parallel_range_requests(bucket: str) -> None:
-    storage = _storage(bucket, read_concurrency=4, read_block_size=2 * MiB)
+def test_parallel_range_requests(bucket: str, fault_proxy: Any) -> None:
+    storage = _storage(bucket, read_concurrency=4, read_block_size=2 * MiB, endpoint_url=fault_proxy.endpoint)
     data = _payload(16 * MiB, seed=2)
     _write(storage, "obj", data)
+    fault_proxy.meet(4, method="GET")  # each range is held until all four are being fetched
     with storage.open_reader("obj") as r:
         assert r.read() == data
         assert r.requests == 4  # one 16 MiB read, as 4 ranges sent at once
+    assert fault_proxy.met == [True] * 4
 
 
 def test_readinto_and_read_after_close(bucket: str) -> None:

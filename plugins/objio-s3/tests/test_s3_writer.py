@@ -3,10 +3,13 @@ or left behind before a clean commit, create-only enforced by S3 on both paths."
 
 from __future__ import annotations
 
+import base64
 import gc
 import tracemalloc
+import zlib
 from typing import Any
 
+import botocore.httpchecksum
 import numpy as np
 import pytest
 
@@ -86,6 +89,43 @@ def test_small_data_is_one_put_object(bucket: str, recorder: Recorder, s3_client
     head = s3_client.head_object(Bucket=bucket, Key="run/small")
     assert head["ContentLength"] == PART
     assert len(head["Metadata"]["objio-write-id"]) == 32
+
+
+def test_parts_go_up_in_parallel(recorder: Recorder, no_pending_uploads: Any, bucket: str) -> None:
+    """max_in_flight parts are sent at once: the proxy holds each part until three are being sent."""
+    recorder.proxy.meet(3, method="PUT", query="partNumber=")
+    storage = recorder.storage(part_size=PART, max_in_flight=3)
+    data = _payload(4 * PART + 1)
+    with storage.open_writer("big") as f:
+        f.write(data)
+    assert recorder.proxy.met == [True] * 3
+    assert recorder.proxy.most_parts_running == 3
+    with storage.open_reader("big") as r:
+        assert r.read() == data
+    assert no_pending_uploads(bucket) == []
+
+
+def test_every_body_carries_the_crc32_that_objio_computed(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch, s3_client: Any, bucket: str
+) -> None:
+    """x-amz-checksum-crc32 on each part and PutObject, from ISA-L; botocore's zlib CRC never runs."""
+    botocore_crcs: list[int] = []
+    monkeypatch.setattr(botocore.httpchecksum.Crc32Checksum, "update", lambda self, chunk: botocore_crcs.append(1))
+    storage = recorder.storage(part_size=PART, max_in_flight=2)
+    data = _payload(2 * PART + 123, seed=7)
+    with storage.open_writer("big") as f:
+        f.write(data)
+    with storage.open_writer("small") as f:
+        f.write(data[:1000])
+    sent = [h.get("x-amz-checksum-crc32") for m, h in zip(recorder.methods(), recorder.proxy.headers, strict=True)]
+    calls = [m for m in recorder.methods() if m in ("upload_part", "put_object")]
+    checksums = [c for m, c in zip(recorder.methods(), sent, strict=True) if m in ("upload_part", "put_object")]
+    assert calls == ["upload_part"] * 3 + ["put_object"]
+    pieces = [data[:PART], data[PART : 2 * PART], data[2 * PART :], data[:1000]]
+    expected = [base64.b64encode(zlib.crc32(piece).to_bytes(4, "big")).decode() for piece in pieces]
+    assert sorted(checksums[:3]) == sorted(expected[:3]) and checksums[3] == expected[3]
+    assert botocore_crcs == []
+    assert s3_client.get_object(Bucket=bucket, Key="run/big")["Body"].read() == data
 
 
 def test_parts_go_up_while_the_caller_writes(bucket: str, recorder: Recorder, no_pending_uploads: Any) -> None:
