@@ -17,9 +17,19 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from objio._crc import crc32
 from objio.errors import CorruptFileError, UnsafeFileError
 
-__all__ = ["DEFLATED", "MAX_DEFLATE_RATIO", "STORED", "Member", "MemberStream", "data_offset", "read_directory"]
+__all__ = [
+    "DEFLATED",
+    "MAX_DEFLATE_RATIO",
+    "STORED",
+    "Member",
+    "MemberStream",
+    "data_offset",
+    "open_member",
+    "read_directory",
+]
 
 STORED = 0
 DEFLATED = 8
@@ -222,6 +232,30 @@ def data_offset(stream: BinaryIO, member: Member, file_size: int, where: str) ->
     """Where ``member``'s data starts, after its local header (checked against the directory)."""
     stream.seek(member.header_offset)
     header = _read_exactly(stream, _LOCAL.size + len(member.raw_name), where, member.name)
+    return _checked_local_header(header, member, file_size, where)
+
+
+def open_member(stream: BinaryIO, member: Member, file_size: int, where: str, *, prefetch: int = 0) -> MemberStream:
+    """A :class:`MemberStream` over ``member``, its local header checked.
+
+    :param prefetch: how many bytes past the local header to fetch in the same read as the header
+        (a stored member only): its npy header, or all of a small member, without another request.
+    """
+    if member.method != STORED:
+        prefetch = 0
+    fixed = _LOCAL.size + len(member.raw_name)
+    stream.seek(member.header_offset)
+    data = stream.read(min(fixed + prefetch, file_size - member.header_offset))
+    if len(data) < fixed:
+        raise CorruptFileError(f"{where} ends early: it is truncated", where, member.name)
+    start = _checked_local_header(data[:fixed], member, file_size, where)
+    skip = start - member.header_offset
+    head = data[skip : skip + member.compressed_size] if prefetch else b""
+    return MemberStream(stream, member, start, where, head=head)
+
+
+def _checked_local_header(header: bytes, member: Member, file_size: int, where: str) -> int:
+    """Where the data starts, given the local header and name of ``member`` (checked against the directory)."""
     signature, _, _, method, _, _, _, _, _, name_len, extra_len = _LOCAL.unpack_from(header)
     if signature != b"PK\x03\x04" or header[_LOCAL.size :] != member.raw_name or name_len != len(member.raw_name):
         raise CorruptFileError(
@@ -242,15 +276,18 @@ class MemberStream:
 
     Never returns more than the directory's size for the member; :meth:`finish` checks that the
     member holds exactly that many bytes and that the CRC matches.
+
+    :param head: the first bytes of a stored member's data, already fetched (see :func:`open_member`).
     """
 
-    def __init__(self, stream: BinaryIO, member: Member, start: int, where: str) -> None:
+    def __init__(self, stream: BinaryIO, member: Member, start: int, where: str, *, head: bytes = b"") -> None:
         self._stream = stream
         self._member = member
         self._where = where
         self._left = member.size  # uncompressed bytes still to hand out
         self.crc = 0
-        self._position = start  # where our next compressed read starts
+        self._head = memoryview(head)  # fetched bytes not yet handed out
+        self._position = start + len(head)  # where our next compressed read starts
         self._compressed_left = member.compressed_size
         self._inflater = zlib.decompressobj(-15) if member.method == DEFLATED else None
         self._chunk = b""  # compressed bytes fetched from the stream ...
@@ -274,15 +311,19 @@ class MemberStream:
         if n > self._left:
             raise self._corrupt(f"{self._member.name} is shorter than its header declares")
         if self._inflater is None:
-            self._stream.seek(self._position)
-            pos = 0
+            pos = from_head = min(n, len(self._head))
+            if from_head:
+                view[:from_head] = self._head[:from_head]
+                self._head = self._head[from_head:]
+            if pos < n:
+                self._stream.seek(self._position)
             while pos < n:
                 got = self._stream.readinto(view[pos:])  # type: ignore[attr-defined]
                 if not got:
                     done = self._member.size - self._left + pos
                     raise self._corrupt(f"{self._member.name} ends early, after {done} bytes")
                 pos += got
-            self._position += n
+            self._position += n - from_head
         else:
             pos = 0
             while pos < n:
@@ -292,7 +333,7 @@ class MemberStream:
                 view[pos : pos + take] = self._out[:take]
                 del self._out[:take]
                 pos += take
-        self.crc = zlib.crc32(view, self.crc)
+        self.crc = crc32(view, self.crc)
         self._left -= n
 
     def skip(self, n: int) -> None:

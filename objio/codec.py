@@ -49,6 +49,15 @@ _PLAIN_DESCR = re.compile(r"[<>|=]?[biufcSUVmM][0-9]{1,9}(\[[0-9]*[a-zA-Z]{1,2}\
 _OBJECT_DESCR = re.compile(r"[<>|=]?O[0-9]*")
 _NPY_MAGIC = b"\x93NUMPY"
 _NPY_VERSIONS = {b"\x01\x00": ("<H", "latin1"), b"\x02\x00": ("<I", "latin1"), b"\x03\x00": ("<I", "utf8")}
+# The header text numpy (and so objio) writes, matched exactly: parsed without ast, then checked as
+# any header is. Anything else (other spacing, key order, datetime units...) takes ast.literal_eval.
+_INT = r"(?:0|[1-9][0-9]{0,17})"
+_CANONICAL_HEADER = re.compile(
+    r"\{'descr': '([<>|=]?[biufcSUV][0-9]{1,9})', 'fortran_order': (False|True), "
+    rf"'shape': \((|{_INT},|{_INT}(?:, {_INT})+)\), \}} *\n"
+)
+# Bytes fetched with a member's local header: its npy header, and all of a small member, in one read.
+_PREFETCH = 64 << 10
 _PADDING_EXTRA_ID = 0xD935  # the extra-field id zip aligners use for padding; readers skip it
 _DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so equal collections give byte-identical files
 
@@ -286,16 +295,15 @@ class NpzReader:
             )
         return np.dtype(scalar)
 
-    def _open_member(self, member: _ziparchive.Member) -> _ziparchive.MemberStream:
-        start = _ziparchive.data_offset(self._stream, member, self._size, self.where)
-        return _ziparchive.MemberStream(self._stream, member, start, self.where)
+    def _open_member(self, member: _ziparchive.Member, *, prefetch: int = 0) -> _ziparchive.MemberStream:
+        return _ziparchive.open_member(self._stream, member, self._size, self.where, prefetch=prefetch)
 
     def _read_array(self, name: str) -> np.ndarray:
         """Read a member straight into its array, checking its header, size and CRC-32."""
         member = self._members.get(name)
         if member is None:
             raise CorruptFileError(f"{self.where} has no member {name}", self.where, name)
-        source = self._open_member(member)
+        source = self._open_member(member, prefetch=min(member.size, _PREFETCH))
         shape, order, dtype = self._read_header(source, name)
         self._check_deflated_size(member)
         array = _aligned_empty(shape, dtype)
@@ -333,7 +341,7 @@ class NpzReader:
         if header_len > min(source.remaining, _MAX_NPY_HEADER):
             raise self._bad_header(member, f"its npy header claims {header_len} bytes")
         try:
-            header = ast.literal_eval(source.read(header_len).decode(encoding))
+            header = _parse_header_text(source.read(header_len).decode(encoding))
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as e:
             raise self._bad_header(member, f"{type(e).__name__}: {e}") from e
         shape, fortran_order, dtype = self._checked_header(header, member)
@@ -378,6 +386,22 @@ class NpzReader:
 
     def _bad_header(self, member: str, why: str) -> CorruptFileError:
         return CorruptFileError(f"{self.where}: {member} has no valid npy header ({why})", self.where, member)
+
+
+def _parse_header_text(text: str) -> object:
+    """The Python literal in an npy header: numpy's own layout by a regular expression, else ast's parser.
+
+    Both give the same dict for the texts the expression matches; the caller checks either the same way.
+    """
+    canonical = _CANONICAL_HEADER.fullmatch(text)
+    if canonical is None:
+        return ast.literal_eval(text)
+    descr, fortran_order, shape = canonical.groups()
+    return {
+        "descr": descr,
+        "fortran_order": fortran_order == "True",
+        "shape": tuple(int(n) for n in shape.rstrip(",").split(", ") if n),
+    }
 
 
 def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
