@@ -29,7 +29,7 @@ import numpy as np
 from jax import tree_util
 
 from objio.codec import write_npz
-from objio.io._arrays import ArrayReader, check_metadata, open_arrays
+from objio.io._arrays import ArrayReader, check_metadata, open_arrays, read_arrays
 from objio.io._duck import is_var_collection, is_variable
 from objio.io._files import FileOrStr, describe, open_for_write, split_url
 from objio.io.save_load import checked, raise_missing, to_devices
@@ -173,14 +173,17 @@ def load_tree(
 
 def _tree_from(reader: ArrayReader, like: Any, where: str) -> Any:
     if like is None:
-        return _nested({name: reader.read(i) for i, name in enumerate(reader.names)}, where)
+        return _nested(dict(zip(reader.names, read_arrays(reader, list(range(len(reader.names)))), strict=True)), where)
     flat, treedef = tree_util.tree_flatten_with_path(like)
     wanted = {i: leaf_name(path) for i, (path, leaf) in enumerate(flat) if _is_stored(leaf) or _is_spec(leaf)}
     index_of = {name: i for i, name in enumerate(reader.names)}
     missing = [name for name in wanted.values() if name not in index_of]
     if missing:
         raise_missing(missing, sorted(set(index_of) - set(wanted.values())), where)
-    arrays = {i: checked(reader.read(index_of[name]), flat[i][1], name, where) for i, name in wanted.items()}
+    stored = read_arrays(reader, [index_of[name] for name in wanted.values()])
+    arrays = {
+        i: checked(array, flat[i][1], name, where) for (i, name), array in zip(wanted.items(), stored, strict=True)
+    }
     return tree_util.tree_unflatten(treedef, _like_leaves(arrays, [leaf for _, leaf in flat]))
 
 

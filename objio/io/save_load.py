@@ -14,7 +14,7 @@ import numpy as np
 
 from objio.codec import write_npz
 from objio.errors import DtypeMismatchError, MissingVariablesError, ShapeMismatchError
-from objio.io._arrays import check_metadata, open_arrays
+from objio.io._arrays import check_metadata, open_arrays, read_arrays
 from objio.io._duck import is_var_collection, names_by_target, unique_targets
 from objio.io._files import FileOrStr, describe, open_for_write
 from objio.progress import Progress
@@ -114,7 +114,10 @@ def load_var_collection(
                 plan.append((target, found, index_of[found]))
         if missing:
             raise_missing(missing, sorted(set(index_of) - used), where)
-        values = [(var, checked(reader.read(index), var.value, name, where)) for var, name, index in plan]
+        arrays = read_arrays(reader, [index for _, _, index in plan])
+        values = [
+            (var, checked(array, var.value, name, where)) for (var, name, _), array in zip(plan, arrays, strict=True)
+        ]
 
     placed = to_devices([value for _, value in values], [var.value for var, _ in values])
     for (var, _), value in zip(values, placed, strict=True):
