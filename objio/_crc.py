@@ -13,6 +13,6 @@ try:
 except ImportError:  # pragma: no cover - isal is a dependency; only a platform without its wheel gets here
     from zlib import crc32
 
-    crc32_combine = None
+    crc32_combine = None  # type: ignore[assignment]
 
 __all__ = ["crc32", "crc32_combine"]

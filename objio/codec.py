@@ -357,6 +357,26 @@ class NpzReader:
             array = array.view(self._extension_dtype(true_name, array.dtype, f"{index}.npy"))
         return array
 
+    def locate(self, index: int) -> tuple[int, tuple[int, ...], Literal["C", "F"], np.dtype]:
+        """Where the data of ``names[index]`` starts in the file, its shape, order and true dtype.
+
+        Checks the member's zip and npy headers and its size against the file, as :meth:`read` does,
+        but reads no data, so the CRC-32 is not checked (for memory-mapping: ``objio.io.mapped``).
+
+        :raises ValueError: the member is deflated (``np.savez_compressed``): its bytes are not in the file as they are.
+        """
+        name = f"{index}.npy"
+        member = self._members[name]
+        if member.method != _ziparchive.STORED:
+            raise ValueError(f"{self.where}: {name} is deflated, so its array is not in the file as it is")
+        start = _ziparchive.data_offset(self._stream, member, self._size, self.where)
+        source = _ziparchive.MemberStream(self._stream, member, start, self.where)
+        shape, order, dtype = self._read_header(source, name)
+        true_name = self.metadata["dtypes"].get(str(index))
+        if true_name is not None:
+            dtype = self._extension_dtype(true_name, dtype, name)
+        return start + member.size - source.remaining, shape, order, dtype
+
     def _extension_dtype(self, name: object, stored: np.dtype, member: str) -> np.dtype:
         # Only ml_dtypes' scalar types: any other attribute of the module (finfo, __dict__ ...)
         # would be an object dtype or no dtype at all.

@@ -138,7 +138,12 @@ def named_leaves(tree: Any) -> tuple[list[str], list[Any]]:
 
 
 def load_tree(
-    file: FileOrStr, like: Any = None, *, storage_options: dict[str, Any] | None = None, progress: Progress = None
+    file: FileOrStr,
+    like: Any = None,
+    *,
+    mmap: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    progress: Progress = None,
 ) -> Any:
     """Load a pytree from ``file`` (npz or safetensors, told by content).
 
@@ -151,15 +156,28 @@ def load_tree(
     A multi-process checkpoint (its commit object's path or URL) loads the same way: each process
     reads only the bytes of the shards its devices need for ``like``'s shardings.
 
+    With ``mmap=True`` (a local file only), every array leaf is a read-only NumPy array mapped from
+    the file, read from disk only when touched, and jax leaves of ``like`` come back as such NumPy
+    arrays too (not placed on a device; a leaf whose dtype differs from the file's is cast, in
+    memory). The headers and sizes are checked, the CRC-32 is not: see :mod:`objio.io.mapped` for
+    that and for what deleting or replacing the file does to the arrays.
+
     :param file: a path, a URL or an open seekable binary file (left open).
     :param like: the structure, dtypes and shardings wanted.
+    :param mmap: map the arrays from a local file instead of reading them.
     :param storage_options: options for the storage backend of a URL.
-    :param progress: how to show the bytes read (see :mod:`objio.progress`).
+    :param progress: how to show the bytes read (see :mod:`objio.progress`); ignored with ``mmap=True``.
     :raises MissingVariablesError: ``like`` has leaves the file lacks; the message lists the file's unused names.
     :raises ShapeMismatchError: a stored shape differs from the leaf's.
     :raises DtypeMismatchError: a stored dtype cannot be cast to the leaf's.
+    :raises ValueError: ``mmap=True`` for a file that is not on local disk, or a multi-process checkpoint.
     """
     where = describe(file)
+    if mmap:
+        from objio.io.mapped import open_mapped
+
+        with open_mapped(file, storage_options) as mapped:
+            return _tree_from(mapped, like, where, place=False)
     with open_arrays(file, storage_options, progress=progress, action="loaded") as reader:
         if not is_multihost_metadata(getattr(reader, "metadata", {})):
             return _tree_from(reader, like, where)
@@ -171,7 +189,8 @@ def load_tree(
     return load_sharded_tree(*split_url(file, storage_options), like)
 
 
-def _tree_from(reader: ArrayReader, like: Any, where: str) -> Any:
+def _tree_from(reader: ArrayReader, like: Any, where: str, *, place: bool = True) -> Any:
+    """The tree of ``reader``'s arrays; with ``place=False``, jax leaves of ``like`` stay NumPy arrays."""
     if like is None:
         return _nested(dict(zip(reader.names, read_arrays(reader, list(range(len(reader.names)))), strict=True)), where)
     flat, treedef = tree_util.tree_flatten_with_path(like)
@@ -184,7 +203,7 @@ def _tree_from(reader: ArrayReader, like: Any, where: str) -> Any:
     arrays = {
         i: checked(array, flat[i][1], name, where) for (i, name), array in zip(wanted.items(), stored, strict=True)
     }
-    return tree_util.tree_unflatten(treedef, _like_leaves(arrays, [leaf for _, leaf in flat]))
+    return tree_util.tree_unflatten(treedef, _like_leaves(arrays, [leaf for _, leaf in flat], place))
 
 
 def load_sharded_tree(storage: Storage, key: str, like: Any) -> Any:
@@ -301,13 +320,14 @@ def _is_spec(leaf: Any) -> bool:
     return isinstance(leaf, jax.ShapeDtypeStruct)
 
 
-def _like_leaves(arrays: dict[int, np.ndarray], like: list[Any]) -> list[Any]:
+def _like_leaves(arrays: dict[int, np.ndarray], like: list[Any], place: bool = True) -> list[Any]:
     """The result's leaves: ``arrays[i]`` as the kind of thing ``like[i]`` is, other leaves of ``like`` as they are.
 
-    Jax leaves are placed on their shardings in one batched call (see :func:`objio.io.save_load.to_devices`).
+    Jax leaves are placed on their shardings in one batched call (see :func:`objio.io.save_load.to_devices`);
+    with ``place=False`` they stay NumPy arrays.
     """
     leaves = [_like_leaf(arrays[i], leaf) if i in arrays else leaf for i, leaf in enumerate(like)]
-    on_device = [i for i in arrays if _is_jax_array(like[i]) or _is_spec(like[i])]
+    on_device = [i for i in arrays if place and (_is_jax_array(like[i]) or _is_spec(like[i]))]
     placed = to_devices([arrays[i] for i in on_device], [like[i] for i in on_device])
     for i, value in zip(on_device, placed, strict=True):
         leaves[i] = value

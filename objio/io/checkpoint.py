@@ -29,8 +29,10 @@ from objio.errors import (
 from objio.io._arrays import check_metadata
 from objio.io._duck import is_var_collection, unique_targets
 from objio.io._files import FileOrStr, NamedStream, split_url, tracked
+from objio.io.background import BackgroundWrite
 from objio.io.retention import RetentionPolicy, best_indices, score_of
 from objio.io.save_load import load_var_collection, read_metadata, save_var_collection
+from objio.io.snapshot import holds_arrays, snapshot_collection, snapshot_tree
 from objio.multihost import delete_sharded, save_sharded
 from objio.multihost._layout import is_multihost_metadata
 from objio.multihost._probe import in_multi_process_job
@@ -38,7 +40,7 @@ from objio.multihost._restore import restore_collection
 from objio.multihost._save import DEFAULT_TIMEOUT_S
 from objio.progress import Progress, format_size
 from objio.storage import join_url
-from objio.tree import leaf_names, load_sharded_tree, load_tree, named_leaves, save_tree
+from objio.tree import load_sharded_tree, load_tree, named_leaves, save_tree
 from objio.var_collection import VarCollection
 
 __all__ = ["Checkpoint"]
@@ -89,6 +91,23 @@ class Checkpoint:
     deletes a newer checkpoint, and when two jobs save side by side the newest checkpoint always
     survives (with ``keep_ckpts=1`` an older one may then stay until the next save). Scores are read
     from each checkpoint's metadata once per :class:`Checkpoint` object.
+
+    **Async saves.** With ``async_save=True``, :meth:`save` checks its arguments, snapshots the
+    values and returns; a background thread writes the checkpoint and applies retention.
+    :meth:`wait` blocks until that is done and raises its error. Every other method that reads or
+    writes the logdir (:meth:`save`, :meth:`restore`, :meth:`restore_tree`, :meth:`metadata`,
+    :meth:`indices`, :meth:`best`) waits first, and raises the error of a failed save that nothing
+    waited for (once; a :meth:`save` that raises it has not started its own). So at most one save is in
+    flight. A save still running when the interpreter exits is finished first (the error of one that
+    failed unawaited is printed to stderr). The snapshot copies NumPy values (they may change in place
+    once ``save`` returns) and takes a host view of each JAX array on the CPU (free; JAX then declines
+    to donate that buffer to a ``jax.jit(..., donate_argnums=...)`` call, which copies instead) or a
+    host copy on an accelerator (all transfers started at once): that copy is all the caller waits for.
+    A custom ``SAVE_FN`` receives a snapshot collection: the same names, mapped to read-only
+    variables holding the snapshotted values. A progress bar shows only when ``progress`` asks
+    explicitly (``True`` or a callable, called from the background thread). Use one
+    :class:`Checkpoint` from one thread, and change no attribute while a save is in flight. A
+    multi-process job saves synchronously (``async_save=True`` is refused there).
 
     **Many processes.** In a multi-process ``jax.distributed`` job every process calls :meth:`save`
     (and ``restore``) with the same arguments: each writes only the shards it holds, process 0
@@ -153,6 +172,7 @@ class Checkpoint:
         progress: Progress = None,
         storage_options: dict[str, Any] | None = None,
         multihost_timeout_s: float = DEFAULT_TIMEOUT_S,
+        async_save: bool = False,
     ) -> None:
         """
         :param logdir: the run's folder: a local path or a URL.
@@ -168,6 +188,8 @@ class Checkpoint:
         :param storage_options: options for the storage backend of a URL.
         :param multihost_timeout_s: in a multi-process job, how long a save waits for the slowest
             process's part before it fails in every process (see :func:`objio.multihost.save_sharded`).
+        :param async_save: :meth:`save` returns once the values are snapshotted and writes in the
+            background (see "Async saves" above); :meth:`wait` awaits it.
         :raises ValueError: a policy is out of range (``keep_ckpts >= 0``, ``keep_period >= 1``,
             ``keep_best >= 1`` with a ``best_key``, ``best_mode`` ``'min'`` or ``'max'``).
         """
@@ -183,6 +205,26 @@ class Checkpoint:
         self._name_pattern = _index_pattern(self.FILE_FORMAT)
         self._storage = open_storage(self.logdir, storage_options)
         self._scores: dict[int, float | None] = {}  # read once per index: a committed checkpoint never changes
+        self.async_save = async_save
+        self._in_flight: BackgroundWrite | None = None
+
+    def wait(self) -> None:
+        """Block until the save in flight (``async_save=True``) is committed and its retention applied.
+
+        Returns at once when none is in flight.
+
+        :raises Exception: what the save raised, as a synchronous :meth:`save` would have (an
+            :class:`~objio.errors.ObjectExistsError`, a storage error ...), once: the next call
+            returns quietly.
+        """
+        in_flight = self._in_flight
+        if in_flight is None:
+            return
+        try:
+            in_flight.wait()
+        finally:
+            if in_flight.done():  # not when the wait itself was interrupted (Ctrl-C): it is still in flight
+                self._in_flight = None
 
     def _key(self, idx: int) -> str:
         return f"{self.DIR_NAME}/{self.FILE_FORMAT % checked_index(idx)}"
@@ -192,10 +234,14 @@ class Checkpoint:
         return join_url(self.logdir, self._key(idx))
 
     def indices(self) -> list[int]:
-        """The indices of the committed checkpoints, oldest first.
+        """The indices of the committed checkpoints, oldest first (after the save in flight, if any).
 
         :raises StoragePermissionError: the checkpoint folder cannot be listed.
         """
+        self.wait()
+        return self._indices()
+
+    def _indices(self) -> list[int]:
         prefix = f"{self.DIR_NAME}/"
         found = []
         for key in self._storage.list(prefix):
@@ -221,16 +267,39 @@ class Checkpoint:
             was written or deleted (in a multi-process job: in every process).
         :raises SaveAbortedError: in a multi-process job, another process failed, was killed or timed
             out (``multihost_timeout_s``); nothing was committed, in any process.
+        :raises NotImplementedError: ``async_save=True`` in a multi-process job; nothing was written.
+
+        With ``async_save=True`` the errors about the arguments are raised here, the others by
+        :meth:`wait` (or the next call that waits), and this call first raises the error of the
+        previous save if it failed and nothing waited for it (this save is then not started).
         """
+        self.wait()
         idx = checked_index(idx)
         metadata = check_metadata(metadata)
         if in_multi_process_job():
+            if self.async_save:
+                raise NotImplementedError(
+                    f"Checkpoint({self.logdir!r}, async_save=True) cannot save in a multi-process jax.distributed "
+                    f"job (every process must reach the commit together); create it with async_save=False"
+                )
             self._save_sharded(state, idx, metadata, overwrite)
             return
-        write = self._writer(state, metadata)
-        path = self.path(idx)
+        if not self.async_save:
+            self._write(idx, self._writer(state, metadata, self.progress), metadata, overwrite)
+            return
+        snapshot = snapshot_collection(state) if is_var_collection(state) else snapshot_tree(state)
+        # A bar drawn from a background thread would cut into the training loop's own output: only on request.
+        write = self._writer(snapshot, metadata, False if self.progress is None else self.progress)
+        self._in_flight = BackgroundWrite(
+            lambda: self._write(idx, write, metadata, overwrite), f"the save of checkpoint {idx} to {self.path(idx)}"
+        )
+
+    def _write(
+        self, idx: int, write: Callable[[BinaryIO], None], metadata: dict[str, Any] | None, overwrite: bool
+    ) -> None:
+        """Write checkpoint ``idx`` with ``write``, commit it, then apply retention."""
         with self._storage.open_writer(self._key(idx), if_absent=not overwrite) as stream:
-            write(cast(BinaryIO, NamedStream(stream, path)))
+            write(cast(BinaryIO, NamedStream(stream, self.path(idx))))
         self._after_save(idx, metadata)
 
     def _after_save(self, idx: int, metadata: dict[str, Any] | None) -> None:
@@ -283,7 +352,7 @@ class Checkpoint:
         except OSError as e:  # the checkpoint is committed; leftovers are only untidy, and `objio gc` removes them
             logger.warning("could not remove the parts failed saves left in %s: %s", join_url(self.logdir, prefix), e)
 
-    def _writer(self, state: Any, metadata: dict[str, Any] | None) -> Callable[[BinaryIO], None]:
+    def _writer(self, state: Any, metadata: dict[str, Any] | None, progress: Progress) -> Callable[[BinaryIO], None]:
         """The call that writes ``state`` to a stream, after checking that it can (nothing is written yet)."""
         if is_var_collection(state):
             save_fn = type(self).SAVE_FN
@@ -295,23 +364,23 @@ class Checkpoint:
                         f"give it a metadata= parameter, or save without metadata"
                     )
                 options["metadata"] = metadata
-            return self._with_progress(save_fn, state, options, "saved")
-        if not leaf_names(state):
+            return self._with_progress(save_fn, state, options, "saved", progress)
+        if not holds_arrays(state):
             raise TypeError(
                 f"Checkpoint.save got {type(state).__name__}, which holds no arrays; pass a VarCollection "
                 f"(objio's or Objax's) or a pytree of arrays such as {{'w': jnp.zeros(3)}}"
             )
-        return lambda stream: save_tree(stream, state, metadata=metadata, progress=self.progress)
+        return lambda stream: save_tree(stream, state, metadata=metadata, progress=progress)
 
     def _with_progress(
-        self, fn: Callable[..., Any], state: Any, options: dict[str, Any], action: str
+        self, fn: Callable[..., Any], state: Any, options: dict[str, Any], action: str, progress: Progress
     ) -> Callable[[BinaryIO], Any]:
         """``fn(stream, state, **options)``, passing ``progress=`` if ``fn`` takes it, else showing it here."""
         if _takes(fn, "progress"):
-            return lambda stream: fn(stream, state, progress=self.progress, **options)
+            return lambda stream: fn(stream, state, progress=progress, **options)
 
         def call(stream: BinaryIO) -> Any:  # a custom SAVE_FN or LOAD_FN of Objax's shape
-            with tracked(stream, self.progress, total=None, name=str(stream.name), action=action) as counted:
+            with tracked(stream, progress, total=None, name=str(stream.name), action=action) as counted:
                 return fn(NamedStream(counted, str(stream.name)), state, **options)
 
         return call
@@ -319,7 +388,7 @@ class Checkpoint:
     def _apply_retention(self, just_written: int) -> None:
         if self.retention.keeps_everything:
             return
-        indices = self.indices()
+        indices = self._indices()
         scores = self._known_scores(indices) if self.retention.needs_scores else None
         for idx in self.retention.to_delete(indices, just_written, scores):
             key = self._key(idx)
@@ -353,9 +422,10 @@ class Checkpoint:
             raise TypeError(
                 f"Must pass a VarCollection to restore; received type {type(vc)}. For a pytree, use restore_tree()."
             )
+        self.wait()
         found = self._read(
             idx,
-            self._with_progress(type(self).LOAD_FN, vc, {}, "loaded"),
+            self._with_progress(type(self).LOAD_FN, vc, {}, "loaded", self.progress),
             lambda key: restore_collection(self._storage, key, vc),
         )
         if found is None:
@@ -363,18 +433,20 @@ class Checkpoint:
             return 0, ""
         return found[0], self.path(found[0])
 
-    def restore_tree(self, like: Any = None, idx: int | None = None) -> tuple[int, Any]:
+    def restore_tree(self, like: Any = None, idx: int | None = None, *, mmap: bool = False) -> tuple[int, Any]:
         """Load checkpoint ``idx`` (the latest when ``None``) as a pytree, as :func:`objio.load_tree` does.
 
         :param like: the structure, dtypes and shardings wanted; ``None`` gives nested dicts.
+        :param mmap: map the arrays read-only from a local checkpoint, as :func:`objio.load_tree` does.
         :returns: ``(idx, tree)``, or ``(0, like)`` when there is no checkpoint (with a
             :class:`~objio.errors.NoCheckpointWarning`), so a first run carries on from ``like``.
         :raises ObjectNotFoundError: checkpoint ``idx`` was asked for and does not exist.
         """
+        self.wait()
         found = self._read(
             idx,
-            lambda stream: load_tree(stream, like, progress=self.progress),
-            lambda key: load_sharded_tree(self._storage, key, like),
+            lambda stream: load_tree(stream, like, mmap=mmap, progress=self.progress),
+            None if mmap else lambda key: load_sharded_tree(self._storage, key, like),  # (mmap refuses those)
         )
         if found is None:
             self._warn_nothing_to_restore("returning like as it is")
@@ -388,6 +460,7 @@ class Checkpoint:
 
         :raises ObjectNotFoundError: there is no such checkpoint (or none at all).
         """
+        self.wait()
         found = self._read(idx, read_metadata)
         if found is None:
             folder = join_url(self.logdir, self.DIR_NAME)
@@ -401,7 +474,8 @@ class Checkpoint:
         """
         if self.retention.best_key is None:
             raise ValueError("best() ranks checkpoints by a metadata key: create the Checkpoint with best_key=...")
-        ranked = best_indices(self._known_scores(self.indices()), self.retention.best_mode, 1)
+        self.wait()
+        ranked = best_indices(self._known_scores(self._indices()), self.retention.best_mode, 1)
         return ranked[0] if ranked else None
 
     def _known_scores(self, indices: list[int]) -> dict[int, float]:
@@ -464,7 +538,7 @@ class Checkpoint:
     def _listed(self) -> list[int]:
         """:meth:`indices`, where a listing that fails because ``logdir`` is a file says so plainly."""
         try:
-            return self.indices()
+            return self._indices()
         except (StoragePermissionError, StorageUnavailableError):
             raise
         except StorageError:
