@@ -68,8 +68,9 @@ class Member:
     header_offset: int
 
 
-def read_directory(stream: BinaryIO, file_size: int, where: str) -> dict[str, Member]:
-    """The members of the zip archive in ``stream`` (``file_size`` bytes long), by name.
+def read_directory(stream: BinaryIO, file_size: int, where: str) -> tuple[dict[str, Member], int]:
+    """The members of the zip archive in ``stream`` (``file_size`` bytes long), by name, and where
+    its directory starts (so where the members' bytes end).
 
     :raises CorruptFileError: not a zip archive, or one this reader refuses (encrypted, multi-disk,
         another compression method, two members with one name, members that overlap).
@@ -116,7 +117,7 @@ def read_directory(stream: BinaryIO, file_size: int, where: str) -> dict[str, Me
     if pos != cd_size:
         raise CorruptFileError(f"{where}: its zip directory holds more than its {count} members", where)
     _check_no_overlap(members, cd_offset, where)
-    return members
+    return members, cd_offset
 
 
 def _find_end_record(tail: bytes) -> int:
@@ -260,10 +261,10 @@ def open_member(stream: BinaryIO, member: Member, file_size: int, where: str, *,
     return MemberStream(stream, member, start, where, head=head)
 
 
-def next_offsets(members: dict[str, Member], file_size: int) -> dict[int, int]:
-    """For each member's header offset, where the next member starts (the file's size after the last)."""
+def next_offsets(members: dict[str, Member], directory_offset: int) -> dict[int, int]:
+    """For each member's header offset, where the next member starts (the directory, after the last)."""
     offsets = sorted(member.header_offset for member in members.values())
-    return dict(zip(offsets, [*offsets[1:], file_size]))  # noqa: B905 (one longer when there are no members)
+    return dict(zip(offsets, [*offsets[1:], directory_offset]))  # noqa: B905 (one longer when there are no members)
 
 
 def fill(stream: BinaryIO, view: memoryview, where: str, member: str) -> None:

@@ -200,8 +200,8 @@ class NpzReader:
         self.where = where
         self._stream = stream
         self._size = stream.seek(0, io.SEEK_END)
-        self._members = _ziparchive.read_directory(stream, self._size, where)
-        self._next_offset = _ziparchive.next_offsets(self._members, self._size)
+        self._members, directory_offset = _ziparchive.read_directory(stream, self._size, where)
+        self._next_offset = _ziparchive.next_offsets(self._members, directory_offset)
         self.metadata = self._read_metadata()
         self.names = self._read_names()
         for i in range(len(self.names)):

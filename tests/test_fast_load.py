@@ -231,3 +231,40 @@ def test_load_var_collection_places_every_variable_in_one_call(tmp_path: Path, m
     assert counting.calls == 1
     assert [float(v.value[0]) for v in vc.values()] == [float(i) for i in range(20)]
     assert all(isinstance(v.value, jax.Array) for v in vc.values())
+
+
+class _RecordingStream(io.BytesIO):
+    """Records the byte ranges read from it."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.ranges: list[tuple[int, int]] = []
+
+    def readinto(self, buffer: Any) -> int:
+        start = self.tell()
+        n = super().readinto(buffer)
+        self.ranges.append((start, start + n))
+        return n
+
+
+def _numpy_npz(arrays: list[np.ndarray]) -> bytes:
+    out = io.BytesIO()
+    np.savez(out, names=np.array([f"v{i}" for i in range(len(arrays))]), **{str(i): a for i, a in enumerate(arrays)})
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("wanted", [[2, 3, 4], [8, 9]])
+@pytest.mark.parametrize("make", [_npz, _numpy_npz])  # numpy's: 9.npy is the last member, the directory follows
+def test_a_run_reads_only_the_bytes_of_its_members(wanted: list[int], make: Any) -> None:
+    raw = make([np.full(1000, i, np.float32) for i in range(10)])
+    archive = zipfile.ZipFile(io.BytesIO(raw))
+    offsets = sorted(info.header_offset for info in archive.infolist())
+    offsets.append(int.from_bytes(raw[-6:-2], "little"))  # where the directory starts (the end record's field)
+    first = archive.getinfo(f"{wanted[0]}.npy").header_offset
+    after = offsets[offsets.index(archive.getinfo(f"{wanted[-1]}.npy").header_offset) + 1]
+    stream = _RecordingStream(raw)
+    reader = NpzReader(stream, "subset.npz")
+    stream.ranges.clear()
+    got = reader.read_many(wanted)
+    assert stream.ranges == [(first, after)]  # the next member's header, or the zip directory: never read
+    assert [float(a[0]) for a in got] == [float(i) for i in wanted]
