@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -390,6 +389,8 @@ class MemberStream:
             self._fill(rest)
             self.crc = crc32(rest, self.crc)
         else:
+            from concurrent.futures import ThreadPoolExecutor  # here, not at import: ~7 ms (issue 10's first call)
+
             pieces = []
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="objio-crc") as worker:
                 for start in range(0, len(rest), _PIPELINE_PIECE):

@@ -28,7 +28,6 @@ import re
 import struct
 import zipfile
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, BinaryIO, Literal, cast
 
 import ml_dtypes
@@ -303,6 +302,8 @@ class NpzReader:
         if len(runs) == 1:  # nothing to overlap: no thread
             arrays.update(self._arrays_in(runs[0], *self._fetch(runs[0])))
         elif runs:
+            from concurrent.futures import ThreadPoolExecutor  # here, not at import: ~7 ms (issue 10's first call)
+
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="objio-check") as worker:
                 checking = [worker.submit(self._arrays_in, run, *self._fetch(run)) for run in runs]
             for done in checking:
