@@ -6,6 +6,11 @@
 >>> objio.io.load_var_collection('memory://doc/net.npz', net.vars())
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from objio import functional, io, nn, random, urls
 from objio._host import get_plugin_manager, open_storage
 from objio.errors import (
@@ -24,14 +29,40 @@ from objio.errors import (
     StorageUnavailableError,
     UnsafeFileError,
 )
-from objio.hookspecs import hookimpl
-from objio.io import Checkpoint, load_var_collection, save_var_collection
-from objio.io.save_load import read_metadata
+from objio.io.save_load import load_var_collection, read_metadata, save_var_collection
 from objio.module import Module, ModuleList
 from objio.storage import Capabilities, Storage
-from objio.tree import load_tree, save_tree
 from objio.var_collection import VarCollection
 from objio.variables import BaseState, BaseVar, RandomState, StateVar, TrainRef, TrainVar
+
+if TYPE_CHECKING:
+    from objio.hookspecs import hookimpl
+    from objio.io.checkpoint import Checkpoint
+    from objio.tree import load_tree, save_tree
+
+# Imported on first use (PEP 562): checkpoints and pytrees pull in the multi-process machinery, and
+# hookimpl pluggy, none of which a save or load of one local file needs; importing them up front was
+# most of `import objio` (issue 10).
+_LAZY = {
+    "Checkpoint": "objio.io.checkpoint",
+    "hookimpl": "objio.hookspecs",
+    "load_tree": "objio.tree",
+    "save_tree": "objio.tree",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'objio' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

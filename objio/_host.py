@@ -1,6 +1,7 @@
 """The plugin manager: finds storage backends and opens a storage for a URL.
 
-Built lazily on first use, never at import, so ``import objio`` does no work. A plugin that fails to
+Built lazily on first use, never at import, so ``import objio`` does no work; local paths and
+``file://`` URLs never build it (they are always the built-in local backend). A plugin that fails to
 import or to validate is skipped with one warning; every other backend keeps working, and the error
 for a URL nobody serves names the plugins that were skipped or disabled (issue 7, item 7).
 """
@@ -13,13 +14,17 @@ import os
 import re
 import threading
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pluggy
-
-from objio import hookspecs, urls
+from objio import urls
 from objio.errors import BackendNotFoundError, ObjioError
 from objio.storage import Storage
+
+if TYPE_CHECKING:
+    import pluggy
+
+# pluggy and the plugins are imported when the manager is built, not here: a local save or load
+# never builds it (issue 10).
 
 #: Set to any non-empty value to skip loading third-party backends from entry points.
 DISABLE_AUTOLOAD_ENV = "OBJIO_DISABLE_PLUGIN_AUTOLOAD"
@@ -91,16 +96,19 @@ def _get_host() -> PluginHost:
 
 
 def _build_host() -> PluginHost:
-    from objio.backends import fallback, local, memory
+    import pluggy
+
+    from objio import _builtins, hookspecs
+    from objio.backends import fallback, memory
 
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     # Built-in backends go through the same hook as third-party ones (pytest's habit), so the
     # test suite exercises the plugin path users rely on.
-    pm.register(local, name="objio.local")
+    pm.register(_builtins.LocalBackend(), name="objio.local")
     pm.register(memory.MemoryBackend(), name="objio.memory")
     pm.register(fallback, name="objio.fsspec-fallback")
-    pm.register(_OwnPluginHints(), name="objio.install-hints")
+    pm.register(_builtins.OwnPluginHints(), name="objio.install-hints")
     pm.check_pending()
     skipped = _load_entry_points(pm)
     for plugin in skipped:
@@ -113,9 +121,11 @@ def _load_entry_points(pm: pluggy.PluginManager) -> list[SkippedPlugin]:
     """Register each installed plugin that is enabled and valid; return the others."""
     autoload_off = bool(os.environ.get(DISABLE_AUTOLOAD_ENV))
     blocked = {_normalize(n) for n in os.environ.get(DISABLE_PLUGINS_ENV, "").split(",") if n.strip()}
+    from objio.hookspecs import PROJECT_NAME
+
     skipped: list[SkippedPlugin] = []
     # Listed even when autoload is off, so that an error can say a plugin is installed but disabled.
-    for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME):
+    for ep in importlib.metadata.entry_points(group=PROJECT_NAME):
         dist_name = ep.dist.name if ep.dist is not None else ep.value.split(".", 1)[0]
         if autoload_off:
             skipped.append(SkippedPlugin(ep.name, dist_name, f"{DISABLE_AUTOLOAD_ENV} is set", disabled=True))
@@ -147,14 +157,6 @@ def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name.strip()).lower()
 
 
-class _OwnPluginHints:
-    """The install commands of objio's own plugins, registered like any plugin's hints."""
-
-    @hookspecs.hookimpl(trylast=True)
-    def objio_install_hint(self, scheme: str) -> str | None:
-        return urls.install_hint(scheme)
-
-
 def open_storage(url: str | os.PathLike[str], options: dict[str, Any] | None = None) -> Storage:
     """A :class:`~objio.storage.Storage` rooted at ``url`` from the first backend that accepts it.
 
@@ -164,6 +166,13 @@ def open_storage(url: str | os.PathLike[str], options: dict[str, Any] | None = N
         install, or which installed plugin is disabled or broken.
     """
     url = urls.check_url(os.fspath(url))
+    from objio.backends import local  # imported on first use, as every backend is
+
+    if urls.scheme_of(url) in local.SCHEMES:
+        # Local disk is always the built-in backend (its hook is tryfirst, so the manager answers the
+        # same): a local path needs no entry-point scan, no pluggy and no plugin imported, which were
+        # most of a first save's time (issue 10).
+        return local.open_local(url, options)
     host = _get_host()
     storage = host.manager.hook.objio_storage(url=url, options=dict(options or {}))
     if storage is not None:

@@ -21,19 +21,20 @@ neighbouring members in one request each, their arrays being aligned views of th
 from __future__ import annotations
 
 import ast
+import functools
 import io
 import json
 import math
 import re
 import struct
-import zipfile
 from collections.abc import Iterable
-from typing import IO, Any, BinaryIO, Literal, cast
+from typing import Any, BinaryIO, Literal
 
 import ml_dtypes
 import numpy as np
 
 from objio import _ziparchive
+from objio._zipwriter import ZipWriter
 from objio.errors import CorruptFileError, UnsafeFileError
 
 __all__ = ["FORMAT_VERSION", "NpzReader", "write_npz"]
@@ -68,8 +69,6 @@ _PREFETCH = 4 << 10
 _RUN_MEMBER_BYTES = 4 << 20
 _RUN_BYTES = 16 << 20
 _Run = list[tuple[int, _ziparchive.Member]]  # (index, member) of members next to each other in the file
-_PADDING_EXTRA_ID = 0xD935  # the extra-field id zip aligners use for padding; readers skip it
-_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so equal collections give byte-identical files
 
 
 def write_npz(
@@ -86,58 +85,56 @@ def write_npz(
     :param metadata: the user's JSON-serialisable dict, stored under ``"user"`` in ``objio.json``.
     :raises TypeError: an array of Python objects (npz would need pickle for it).
     """
-    counting = _CountingWriter(stream)
+    archive = ZipWriter(stream)
     extension_dtypes: dict[str, str] = {}
-    with zipfile.ZipFile(
-        cast(IO[bytes], counting), mode="w", compression=zipfile.ZIP_STORED, allowZip64=True
-    ) as archive:
-        _write_member(archive, counting, NAMES_MEMBER, np.array(names, dtype=str))
-        count = 0
-        for index, value in enumerate(values):
-            array = np.asarray(value)
-            if array.dtype.hasobject or array.dtype.names is not None:
-                raise TypeError(
-                    f"cannot save {names[index]!r} to {where}: its dtype {array.dtype} is not a plain numeric dtype "
-                    f"(npz would need pickle); convert it with np.asarray(value, dtype=...)"
-                )
-            if _is_extension(array.dtype):
-                extension_dtypes[str(index)] = array.dtype.name
-            _write_member(archive, counting, f"{index}.npy", array)
-            count += 1
-        if count != len(names):
-            raise ValueError(f"write_npz got {len(names)} names but {count} arrays for {where}")
-        header = {"format": "objio.npz", "version": FORMAT_VERSION, "dtypes": extension_dtypes}
-        if metadata is not None:
-            header["user"] = metadata
-        info = _member_info(METADATA_MEMBER, 0)
-        archive.writestr(info, json.dumps(header, sort_keys=True).encode())
+    _write_array(archive, NAMES_MEMBER, np.array(names, dtype=str))
+    count = 0
+    for index, value in enumerate(values):
+        array = np.asarray(value)
+        dtype = array.dtype
+        if dtype.hasobject or dtype.names is not None:
+            raise TypeError(
+                f"cannot save {names[index]!r} to {where}: its dtype {dtype} is not a plain numeric dtype "
+                f"(npz would need pickle); convert it with np.asarray(value, dtype=...)"
+            )
+        if _is_extension(dtype):
+            extension_dtypes[str(index)] = dtype.name
+        _write_array(archive, f"{index}.npy", array)
+        count += 1
+    if count != len(names):
+        raise ValueError(f"write_npz got {len(names)} names but {count} arrays for {where}")
+    _write_metadata(archive, extension_dtypes, metadata)
+    archive.close()
 
 
-def _member_info(name: str, size: int) -> zipfile.ZipInfo:
-    info = zipfile.ZipInfo(name, date_time=_DATE)
-    info.compress_type = zipfile.ZIP_STORED
-    info.file_size = size
-    return info
+def _write_metadata(archive: ZipWriter, extension_dtypes: dict[str, str], metadata: dict[str, Any] | None) -> None:
+    """The objio.json member: format version, true dtype names, and the user's metadata."""
+    header = {"format": "objio.npz", "version": FORMAT_VERSION, "dtypes": extension_dtypes}
+    if metadata is not None:
+        header["user"] = metadata
+    data = json.dumps(header, sort_keys=True).encode()
+    archive.begin(METADATA_MEMBER, len(data))
+    archive.write(data)
+    archive.end()
 
 
-def _write_member(archive: zipfile.ZipFile, counting: _CountingWriter, name: str, array: np.ndarray) -> None:
-    header = _npy_header(array)
-    info = _member_info(name, len(header) + array.nbytes)
-    # Pad the local header's extra field so the data (after a 64-aligned npy header) is 64-aligned.
-    info.CRC = info.compress_size = 0
-    zip64 = info.file_size * 1.05 > zipfile.ZIP64_LIMIT  # zipfile's own rule for the local header
-    pad = -(counting.tell() + len(info.FileHeader(zip64))) % ALIGNMENT
-    if 0 < pad < 4:  # an extra field is at least 4 bytes
-        pad += ALIGNMENT
-    if pad:
-        info.extra = struct.pack("<HH", _PADDING_EXTRA_ID, pad - 4) + bytes(pad - 4)
-    with archive.open(info, mode="w") as member:
-        member.write(header)
-        data = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-        for start in range(0, data.size, _CHUNK):
-            member.write(data[start : start + _CHUNK].data)
+def _write_array(archive: ZipWriter, name: str, array: np.ndarray) -> None:
+    """One npy member, its data starting on an ALIGNMENT boundary of the file (for memory maps)."""
+    header = _npy_header(array.dtype, array.shape)
+    archive.begin(name, len(header) + array.nbytes, align_at=len(header), alignment=ALIGNMENT)
+    archive.write(header)
+    if array.flags.c_contiguous:
+        if array.nbytes:
+            archive.write(array.reshape(-1).view(np.uint8).data)
+    elif array.nbytes:
+        # Made contiguous a slab at a time: a Fortran-order or strided array is never copied whole.
+        rows = max(1, _CHUNK // (array.nbytes // array.shape[0]))
+        for start in range(0, array.shape[0], rows):
+            archive.write(np.ascontiguousarray(array[start : start + rows]).reshape(-1).view(np.uint8).data)
+    archive.end()
 
 
+@functools.lru_cache(maxsize=256)
 def _is_extension(dtype: np.dtype) -> bool:
     """Whether npy cannot name ``dtype`` (bfloat16, float8_*, int4 ...: ml_dtypes' types)."""
     try:
@@ -146,11 +143,12 @@ def _is_extension(dtype: np.dtype) -> bool:
         return True
 
 
-def _npy_header(array: np.ndarray) -> bytes:
+@functools.lru_cache(maxsize=1024)
+def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """numpy's own npy header, built once per dtype and shape (a model repeats a few shapes many times)."""
     # An extension dtype is stored as raw bytes of its size; objio.json keeps its true name.
-    dtype = array.dtype
     descr = f"|V{dtype.itemsize}" if _is_extension(dtype) else np.lib.format.dtype_to_descr(dtype)
-    header = {"descr": descr, "fortran_order": False, "shape": array.shape}
+    header = {"descr": descr, "fortran_order": False, "shape": shape}
     out = io.BytesIO()
     try:
         np.lib.format.write_array_header_1_0(out, header)
@@ -158,30 +156,6 @@ def _npy_header(array: np.ndarray) -> bytes:
         out = io.BytesIO()
         np.lib.format.write_array_header_2_0(out, header)
     return out.getvalue()
-
-
-class _CountingWriter:
-    """Forward-only view of a stream that counts bytes.
-
-    It has no ``seek``, so zipfile streams every member with a data descriptor instead of seeking back
-    to patch headers: one pass, the same on local disk and on an object store.
-    """
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self._stream = stream
-        self._written = 0
-
-    def write(self, data: Any) -> int:
-        n = self._stream.write(data)
-        n = len(memoryview(data).cast("B")) if n is None else n
-        self._written += n
-        return n
-
-    def tell(self) -> int:
-        return self._written
-
-    def flush(self) -> None:
-        self._stream.flush()
 
 
 class NpzReader:

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["Progress", "Tracker", "format_size", "track"]
+__all__ = ["Progress", "Tracker", "format_size", "track", "watched"]
 
 logger = logging.getLogger("objio")
 
@@ -67,6 +67,32 @@ class Tracker:
             self._report(nbytes)
 
 
+def watched(progress: Progress, action: str | None = None, file: Any = None) -> bool:
+    """Whether a transfer with these settings shows or reports anything: a bar, a callback, or the INFO log line.
+
+    When nothing does, callers need not count bytes at all, so a small save pays nothing for
+    progress (issue 10).
+
+    :param progress: ``None``, ``True``, ``False`` or a callable (see the module's docstring).
+    :param action: what the log line would say was done; ``None`` when there is no log line.
+    :param file: where a bar would be drawn (default: ``sys.stderr``).
+    :raises TypeError: ``progress`` is none of those.
+    """
+    _check(progress)
+    if progress is True or callable(progress):
+        return True
+    if progress is None and _interactive(sys.stderr if file is None else file):
+        return True
+    return action is not None and logger.isEnabledFor(logging.INFO)
+
+
+def _check(progress: Progress) -> None:
+    if not (progress is None or isinstance(progress, bool) or callable(progress)):
+        raise TypeError(
+            f"progress= takes None (auto), True, False or a callable(bytes_done, bytes_total, name); got {progress!r}"
+        )
+
+
 @contextlib.contextmanager
 def track(
     progress: Progress, *, total: int | None, name: str, action: str | None = None, file: Any = None
@@ -79,10 +105,7 @@ def track(
     :param action: what the log line says was done (``"saved"``, ``"restored"`` ...); no log when ``None``.
     :param file: where a bar is drawn (default: ``sys.stderr``).
     """
-    if not (progress is None or isinstance(progress, bool) or callable(progress)):
-        raise TypeError(
-            f"progress= takes None (auto), True, False or a callable(bytes_done, bytes_total, name); got {progress!r}"
-        )
+    _check(progress)
     total_bytes = int(total or 0)
     out = sys.stderr if file is None else file
     start = time.perf_counter()

@@ -304,6 +304,14 @@ def _is_path(file: FileOrStr) -> TypeGuard[str | os.PathLike[str]]:
     return isinstance(file, (str, os.PathLike))
 
 
+def holds_arrays(tree: Any) -> bool:
+    """Whether ``tree`` has a leaf that :func:`save_tree` stores (an array or a number).
+
+    Cheaper than :func:`leaf_names` on a large tree: it names nothing, and stops at the first.
+    """
+    return any(_is_stored(leaf) for leaf in tree_util.tree_leaves(tree))
+
+
 def _is_stored(leaf: Any) -> bool:
     return isinstance(leaf, (np.ndarray, np.generic, *_NUMBERS)) or _is_jax_array(leaf)
 

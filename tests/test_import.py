@@ -45,6 +45,35 @@ def test_import_starts_no_jax_backend_builds_no_plugin_manager_and_leaves_the_en
     assert result.stdout.splitlines() == ["{}", "True", "True", "[]"]
 
 
+def test_checkpoints_pytrees_and_hookimpl_are_imported_on_first_use() -> None:
+    # A save or load of one local file never needs the multi-process machinery or pluggy (issue 10).
+    result = _run(
+        """
+        import sys
+        import objio
+        heavy = ("objio.io.checkpoint", "objio.io._convert", "objio.tree", "objio.multihost", "pluggy")
+        print(sorted(m for m in heavy if m in sys.modules))
+        from objio import Checkpoint
+        from objio.io import convert
+        print(Checkpoint is objio.io.Checkpoint is objio.io.checkpoint.Checkpoint, convert.__module__)
+        print(objio.load_tree.__module__, "save_tree" in dir(objio), "Checkpoint" in dir(objio.io))
+        print(type(objio.hookimpl).__name__)
+        try:
+            objio.no_such_name
+        except AttributeError as e:
+            print(e)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "[]",
+        "True objio.io._convert",
+        "objio.tree True True",
+        "HookimplMarker",
+        "module 'objio' has no attribute 'no_such_name'",
+    ]
+
+
 def test_the_default_generator_is_built_on_first_use() -> None:
     result = _run(
         """

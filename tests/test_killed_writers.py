@@ -28,7 +28,7 @@ from objio.backends import local
 from objio.codec import NpzReader
 
 _FORKING_WRITER = r"""
-import json, os, signal, sys, zipfile
+import json, os, signal, sys
 import numpy as np
 from objio import codec
 from objio.backends import local
@@ -52,16 +52,16 @@ def write(root, key, value, members):
 def trial(spec):
     root, point = spec["root"], spec.get("pause")
     if point == "member":  # before the member with this index (0 is names.npy)
-        original, calls = codec._write_member, []
+        original, calls = codec._write_array, []
         def counting(*args):
             if len(calls) == spec["member"]:
                 say(event="paused")
                 signal.pause()
             calls.append(1)
             return original(*args)
-        codec._write_member = counting
+        codec._write_array = counting
     elif point == "metadata":  # every array written, objio.json and the zip directory not yet
-        zipfile.ZipFile.writestr = pause_then(zipfile.ZipFile.writestr)
+        codec._write_metadata = pause_then(codec._write_metadata)
     elif point == "fsync":
         os.fsync = pause_then(os.fsync)
     elif point == "commit":

@@ -30,6 +30,27 @@ def test_a_dead_writers_temp_file_is_swept_by_the_next_write(tmp_path: Path) -> 
     assert storage.list() == ["other.bin"]
 
 
+def test_the_sweep_checks_only_other_writers_temp_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    checked: list[list[str]] = []
+    original = local._delete_dead
+
+    def recording(folder: str, names: list[str], older_than: float, *, locks_work: bool) -> int:
+        checked.append(sorted(names))
+        return original(folder, names, older_than, locks_work=locks_work)
+
+    monkeypatch.setattr(local, "_delete_dead", recording)
+    storage = objio.open_storage(tmp_path / "new" / "folder")  # made by the first write
+    with storage.open_writer("a.bin") as f:
+        f.write(b"x")
+    assert checked == []  # no temp file but the writer's own: nothing opened, locked or deleted
+    orphan = tmp_path / "new" / "folder" / f".a.bin.0123456789ab{local.TEMP_SUFFIX}"
+    orphan.write_bytes(b"left by a writer that was killed")
+    with storage.open_writer("a.bin") as f:
+        f.write(b"y")
+    assert checked == [[orphan.name]]
+    assert _hidden(tmp_path / "new" / "folder") == [] and storage.list() == ["a.bin"]
+
+
 def test_an_unlocked_temp_file_is_swept_at_once_however_young(tmp_path: Path) -> None:
     # Its lock is free, so its writer is dead: no age rule where flock works (issue 8).
     young = tmp_path / f".model.npz.0123456789ab{local.TEMP_SUFFIX}"

@@ -53,6 +53,18 @@ import objio
 objio.open_storage("memory://at-import")  # a plugin that uses objio while objio loads it
 """
 
+# A careless plugin whose hook claims every URL, local paths included.
+_GREEDY_PLUGIN = """
+import objio
+from objio.backends.memory import MemoryBackend
+
+@objio.hookimpl
+def objio_storage(url, options):
+    storage = MemoryBackend().objio_storage(url="memory://greedy", options=options)
+    storage.url = "greedy"
+    return storage
+"""
+
 _HINT_PLUGIN = """
 import objio
 
@@ -115,6 +127,41 @@ def test_a_third_party_backend_is_found_through_its_entry_point(tmp_path: Path) 
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(1, 'fake://bucket/run/ckpt/0000000001.npz')"
+
+
+def test_local_paths_are_the_local_backend_and_need_no_plugin_loaded(tmp_path: Path) -> None:
+    # Loading the plugins (an entry-point scan and their imports) was most of a first save's time
+    # (issue 10); local disk is the built-in backend whatever is installed, asked directly or
+    # through the plugin manager, where its hook is tryfirst.
+    _install_fake_distribution(tmp_path, "objio-greedy", "greedy", _GREEDY_PLUGIN)
+    result = _run(
+        """
+        import sys, tempfile
+        import jax.numpy as jnp, objio
+        from objio import _host
+        with tempfile.TemporaryDirectory() as folder:
+            vc = objio.VarCollection({"w": objio.TrainVar(jnp.arange(3.0))})
+            objio.save_var_collection(folder + "/net.npz", vc)
+            objio.load_var_collection("file://" + folder + "/net.npz", vc)
+            print(type(objio.open_storage(folder)).__name__, _host._host is None, "objio_greedy" in sys.modules)
+            print("pluggy" in sys.modules)
+            manager = objio.get_plugin_manager()
+            for url in (folder, "file://" + folder, "memory://x"):
+                storage = manager.hook.objio_storage(url=url, options={})
+                print(type(storage).__name__, storage.url == url, storage.url == "greedy")
+        print("objio_greedy" in sys.modules)
+        """,
+        site=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "LocalStorage True False",
+        "False",
+        "LocalStorage True False",
+        "LocalStorage True False",
+        "MemoryStorage False True",  # the greedy plugin's: it is asked before the built-in memory backend
+        "True",
+    ]
 
 
 def test_autoload_can_be_disabled_and_the_error_says_so(tmp_path: Path) -> None:

@@ -127,3 +127,43 @@ def test_auto_mode_counts_a_jupyter_kernel_as_someone_watching(monkeypatch: pyte
     monkeypatch.setitem(sys.modules, "IPython", fake_ipython)
     assert objio.progress._interactive(io.StringIO()) is True
     assert objio.progress._interactive(_Terminal()) is True
+
+
+def test_a_stream_nobody_watches_is_not_counted(caplog: pytest.LogCaptureFixture) -> None:
+    # Auto mode, output not a terminal, no INFO log: counting would cost every save and load for nothing (issue 10).
+    raw = io.BytesIO()
+    caplog.set_level(logging.WARNING, logger="objio")
+    with tracked(raw, None, total=None, name="x", action="saved") as s:
+        assert s is raw
+    caplog.set_level(logging.INFO, logger="objio")
+    with tracked(raw, None, total=None, name="x", action="saved") as s:
+        assert isinstance(s, CountingStream)
+        s.write(b"abc")
+    assert [r.getMessage().split(" in ")[0] for r in caplog.records if r.name == "objio"] == ["saved x: 3 B"]
+
+
+def test_watched_says_whether_anything_shows_a_transfer(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="objio")
+    assert objio.progress.watched(True) and objio.progress.watched(lambda *a: None)
+    assert not objio.progress.watched(False, "saved") and not objio.progress.watched(None, "saved", io.StringIO())
+    assert objio.progress.watched(None, file=_Terminal())
+    caplog.set_level(logging.INFO, logger="objio")
+    assert objio.progress.watched(False, "saved") and not objio.progress.watched(False, None)
+    with pytest.raises(TypeError, match=r"progress= takes None \(auto\), True, False or a callable"):
+        objio.progress.watched("yes")  # type: ignore[arg-type]
+
+
+def test_a_read_nobody_watches_does_not_ask_the_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from objio.backends.local import LocalStorage
+
+    path = tmp_path / "blob.bin"
+    path.write_bytes(b"abc")
+
+    def no_size(self: LocalStorage, key: str) -> int:
+        raise AssertionError("size asked")
+
+    monkeypatch.setattr(LocalStorage, "size", no_size)
+    with open_for_read(path, progress=False, action="loaded") as stream:
+        assert stream.read() == b"abc"
+    with pytest.raises(AssertionError, match="size asked"), open_for_read(path, progress=lambda *a: None):
+        pass

@@ -30,10 +30,12 @@ except ImportError:  # Windows: no flock; dead writers' temp files are left for 
 
 from objio.backends._oserrors import FULL_ERRNOS, translate_os_errors, translated
 from objio.errors import ObjectExistsError, StorageError, StorageOptionsError
-from objio.hookspecs import hookimpl
 from objio.storage import Capabilities, check_key, join_url
-from objio.urls import local_path, scheme_of
+from objio.urls import local_path
 
+#: The schemes this backend serves: local paths (``""``) and ``file://`` URLs. objio.open_storage serves
+#: them without the plugin manager (its hook, in objio._builtins, is tryfirst).
+SCHEMES = ("", "file")
 # Temp files start with '.' (hidden from glob, so from Objax too) and end with this suffix, which
 # no checkpoint pattern such as '*.npz' matches; list() skips them.
 TEMP_SUFFIX = ".objio-tmp"
@@ -46,10 +48,11 @@ NAME_MAX = 255
 _TEMP_RANDOM_HEX = 12
 
 
-@hookimpl
-def objio_storage(url: str, options: dict[str, Any]) -> LocalStorage | None:
-    if scheme_of(url) not in ("", "file"):
-        return None
+def open_local(url: str, options: dict[str, Any] | None) -> LocalStorage:
+    """The storage of a local path or ``file://`` URL.
+
+    :raises StorageOptionsError: ``options`` is not empty (the local backend takes none).
+    """
     path = local_path(url)
     if options:
         raise StorageOptionsError(f"the local backend takes no storage options, got {sorted(options)} for {url!r}")
@@ -93,11 +96,11 @@ class LocalStorage:
         folder, name = os.path.split(path)
         folder = folder or "."
         with translate_os_errors(url):
-            os.makedirs(folder, exist_ok=True)
             temp, file, locked = _create_locked_temp_file(folder, name)
+        replaced = False
         try:
             with translate_os_errors(url):
-                _sweep_dead_temp_files(folder, locks_work=locked)
+                _sweep_dead_temp_files(folder, locks_work=locked, own=os.path.basename(temp))
             try:
                 yield file  # type: ignore[misc]
             except OSError as e:
@@ -122,6 +125,7 @@ class LocalStorage:
                         ) from e
                 else:
                     os.replace(temp, path)
+                    replaced = True
                 _fsync_folder(folder)
         finally:
             # On success after os.link, and on every failure (GeneratorExit included, which is what
@@ -129,8 +133,9 @@ class LocalStorage:
             # buffer cannot be written (a full disk) raises again; the file is closed all the same.
             with contextlib.suppress(OSError):
                 file.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
+            if not replaced:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)
 
     def list(self, prefix: str = "") -> list[str]:
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
@@ -234,14 +239,18 @@ def _temp_name(name: str) -> str:
 
 
 def _create_locked_temp_file(folder: str, name: str) -> tuple[str, BinaryIO, bool]:
-    """Create and lock a new temp file for ``name``; whether the lock could be taken.
+    """Create and lock a new temp file for ``name`` (and its folder if missing); whether the lock could be taken.
 
     Another writer's sweep may find our file between its creation and our lock, take it for a dead
     writer's and delete it; we then see it unlinked once we hold the lock, and start again.
     """
     while True:
         temp = os.path.join(folder, _temp_name(name))
-        file = open(temp, "xb")  # the caller closes it
+        try:
+            file = open(temp, "xb")  # the caller closes it
+        except FileNotFoundError:  # the folder is missing: made only now, to spare every save its checks
+            os.makedirs(folder, exist_ok=True)
+            file = open(temp, "xb")
         try:
             locked = _lock_as_alive(file)
             if not locked or os.fstat(file.fileno()).st_nlink > 0:
@@ -271,15 +280,21 @@ def _lock_as_alive(file: BinaryIO) -> bool:
     return True
 
 
-def _sweep_dead_temp_files(folder: str, *, locks_work: bool) -> None:
-    """Delete temp files in ``folder`` left by writers that were killed.
+def _sweep_dead_temp_files(folder: str, *, locks_work: bool, own: str) -> None:
+    """Delete temp files in ``folder`` left by writers that were killed; ``own`` is the caller's, left alone.
 
     A writer that was SIGKILLed cannot clean up after itself; without this, every preemption in the
     middle of a save would leave a checkpoint-sized hidden file behind. Where locks work, a temp file
     whose lock is free is dead at once; elsewhere only one untouched for STALE_TEMP_SECONDS is.
     """
     with os.scandir(folder) as entries:
-        names = [e.name for e in entries if e.name.endswith(TEMP_SUFFIX) and e.is_file(follow_symlinks=False)]
+        names = [
+            e.name
+            for e in entries
+            if e.name.endswith(TEMP_SUFFIX) and e.name != own and e.is_file(follow_symlinks=False)
+        ]
+    if not names:
+        return
     _delete_dead(folder, names, 0.0 if locks_work else STALE_TEMP_SECONDS, locks_work=locks_work)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import IO, Any, BinaryIO, Union, cast
 
 from objio._host import open_storage
-from objio.progress import Progress, Tracker, track
+from objio.progress import Progress, Tracker, track, watched
 from objio.storage import Storage
 from objio.urls import split_location
 
@@ -89,7 +89,7 @@ def open_for_read(
             yield stream
         return
     storage, key = split_url(file, storage_options)  # type: ignore[arg-type]
-    if total is None and progress is not False:
+    if total is None and watched(progress):  # only a bar or a callback shows the total
         total = storage.size(key)
     with (
         storage.open_reader(key) as raw,
@@ -104,9 +104,10 @@ def tracked(
 ) -> Iterator[BinaryIO]:
     """``stream`` wrapped so that its reads and writes advance a progress tracker (see :func:`objio.progress.track`).
 
-    With ``progress=False`` and no ``action`` the stream is yielded as it is: no cost at all.
+    When nothing would show the count (no bar, no callback, and no ``action`` or the ``objio`` logger
+    below INFO), the stream is yielded as it is: no cost at all.
     """
-    if progress is False and action is None:
+    if not watched(progress, action):
         yield stream
         return
     with track(progress, total=total, name=name, action=action) as tracker:
@@ -149,9 +150,16 @@ class CountingStream:
 class NamedStream:
     """A stream whose ``name`` is the path or URL the user gave, so errors and custom functions see it."""
 
+    # Bound once, so that the codec's many small calls skip __getattr__ (issue 10).
+    _HOT_METHODS = ("read", "readinto", "write", "seek", "tell")
+
     def __init__(self, stream: BinaryIO, name: str) -> None:
         self._stream = stream
         self.name = name
+        for method in self._HOT_METHODS:
+            bound = getattr(stream, method, None)
+            if bound is not None:
+                setattr(self, method, bound)
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._stream, attr)

@@ -32,7 +32,7 @@ from objio.io._files import FileOrStr, NamedStream, split_url, tracked
 from objio.io.background import BackgroundWrite
 from objio.io.retention import RetentionPolicy, best_indices, score_of
 from objio.io.save_load import load_var_collection, read_metadata, save_var_collection
-from objio.io.snapshot import holds_arrays, snapshot_collection, snapshot_tree
+from objio.io.snapshot import snapshot_collection, snapshot_tree
 from objio.multihost import delete_sharded, save_sharded
 from objio.multihost._layout import is_multihost_metadata
 from objio.multihost._probe import in_multi_process_job
@@ -40,7 +40,7 @@ from objio.multihost._restore import restore_collection
 from objio.multihost._save import DEFAULT_TIMEOUT_S
 from objio.progress import Progress, format_size
 from objio.storage import join_url
-from objio.tree import load_sharded_tree, load_tree, named_leaves, save_tree
+from objio.tree import holds_arrays, load_sharded_tree, load_tree, named_leaves, save_tree
 from objio.var_collection import VarCollection
 
 __all__ = ["Checkpoint"]

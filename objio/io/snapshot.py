@@ -25,10 +25,7 @@ from objio.tree import named_leaves
 from objio.var_collection import VarCollection
 from objio.variables import BaseVar
 
-__all__ = ["SnapshotVar", "holds_arrays", "snapshot_collection", "snapshot_tree", "snapshot_values"]
-
-# What objio.save_tree stores of a pytree's leaves (objio.tree decides; this mirrors it).
-_STORED = (np.ndarray, np.generic, bool, int, float, complex, jax.Array)
+__all__ = ["SnapshotVar", "snapshot_collection", "snapshot_tree", "snapshot_values"]
 
 
 class SnapshotVar:
@@ -83,14 +80,6 @@ def snapshot_tree(tree: Any) -> Any:
     if any(callable(getattr(kind, "assign", None)) for kind in {type(leaf) for leaf in leaves}):
         named_leaves(tree)  # raises for a variable, naming it, here rather than later in the background
     return jax.tree_util.tree_unflatten(treedef, snapshot_values(leaves))
-
-
-def holds_arrays(tree: Any) -> bool:
-    """Whether ``tree`` has a leaf that :func:`objio.save_tree` stores (an array or a number).
-
-    Cheaper than ``objio.tree.leaf_names`` on a large tree: it names nothing, and stops at the first.
-    """
-    return any(isinstance(leaf, _STORED) for leaf in jax.tree_util.tree_leaves(tree))
 
 
 def _kind(value: Any) -> str:
