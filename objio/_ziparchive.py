@@ -12,14 +12,28 @@ constant. Errors of the stream itself are never caught here: a storage failure s
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from objio._crc import crc32, crc32_combine
 from objio.errors import CorruptFileError, UnsafeFileError
 
-__all__ = ["DEFLATED", "MAX_DEFLATE_RATIO", "STORED", "Member", "MemberStream", "data_offset", "read_directory"]
+__all__ = [
+    "DEFLATED",
+    "MAX_DEFLATE_RATIO",
+    "STORED",
+    "Member",
+    "MemberStream",
+    "data_offset",
+    "fill",
+    "member_in",
+    "next_offsets",
+    "open_member",
+    "read_directory",
+]
 
 STORED = 0
 DEFLATED = 8
@@ -37,6 +51,7 @@ _UTF8_FLAG = 0x0800
 _INFLATE_SLICE = 64 << 10  # compressed bytes offered to zlib per call (bounds the copy of its unused tail)
 _INFLATE_OUT = 256 << 10  # the most uncompressed bytes one zlib call may produce
 _READ_SIZE = 1 << 20  # compressed bytes fetched from the stream per read
+_PIPELINE_PIECE = 8 << 20  # stored bytes read per call while the previous piece's CRC is computed
 
 
 @dataclass(frozen=True)
@@ -52,8 +67,9 @@ class Member:
     header_offset: int
 
 
-def read_directory(stream: BinaryIO, file_size: int, where: str) -> dict[str, Member]:
-    """The members of the zip archive in ``stream`` (``file_size`` bytes long), by name.
+def read_directory(stream: BinaryIO, file_size: int, where: str) -> tuple[dict[str, Member], int]:
+    """The members of the zip archive in ``stream`` (``file_size`` bytes long), by name, and where
+    its directory starts (so where the members' bytes end).
 
     :raises CorruptFileError: not a zip archive, or one this reader refuses (encrypted, multi-disk,
         another compression method, two members with one name, members that overlap).
@@ -100,7 +116,7 @@ def read_directory(stream: BinaryIO, file_size: int, where: str) -> dict[str, Me
     if pos != cd_size:
         raise CorruptFileError(f"{where}: its zip directory holds more than its {count} members", where)
     _check_no_overlap(members, cd_offset, where)
-    return members
+    return members, cd_offset
 
 
 def _find_end_record(tail: bytes) -> int:
@@ -222,6 +238,68 @@ def data_offset(stream: BinaryIO, member: Member, file_size: int, where: str) ->
     """Where ``member``'s data starts, after its local header (checked against the directory)."""
     stream.seek(member.header_offset)
     header = _read_exactly(stream, _LOCAL.size + len(member.raw_name), where, member.name)
+    return _checked_local_header(header, member, file_size, where)
+
+
+def open_member(stream: BinaryIO, member: Member, file_size: int, where: str, *, prefetch: int = 0) -> MemberStream:
+    """A :class:`MemberStream` over ``member``, its local header checked.
+
+    :param prefetch: how many bytes past the local header to fetch in the same read as the header
+        (a stored member only): its npy header, or all of a small member, without another request.
+    """
+    if member.method != STORED:
+        prefetch = 0
+    fixed = _LOCAL.size + len(member.raw_name)
+    stream.seek(member.header_offset)
+    data = stream.read(min(fixed + prefetch, file_size - member.header_offset))
+    if len(data) < fixed:
+        raise CorruptFileError(f"{where} ends early: it is truncated", where, member.name)
+    start = _checked_local_header(data[:fixed], member, file_size, where)
+    skip = start - member.header_offset
+    head = data[skip : skip + member.compressed_size] if prefetch else b""
+    return MemberStream(stream, member, start, where, head=head)
+
+
+def next_offsets(members: dict[str, Member], directory_offset: int) -> dict[int, int]:
+    """For each member's header offset, where the next member starts (the directory, after the last)."""
+    offsets = sorted(member.header_offset for member in members.values())
+    return dict(zip(offsets, [*offsets[1:], directory_offset]))  # noqa: B905 (one longer when there are no members)
+
+
+def fill(stream: BinaryIO, view: memoryview, where: str, member: str) -> None:
+    """Fill ``view`` from ``stream`` at its position, or CorruptFileError (naming ``member``) if the file ends first."""
+    pos = 0
+    while pos < len(view):
+        got = stream.readinto(view[pos:])  # type: ignore[attr-defined]
+        if not got:
+            raise CorruptFileError(f"{where} ends early, in or after {member}: it is truncated", where, member)
+        pos += got
+
+
+def member_in(span: memoryview, span_offset: int, member: Member, file_size: int, where: str) -> MemberStream:
+    """A :class:`MemberStream` over a stored ``member`` whose bytes all lie in ``span``, fetched from
+    byte ``span_offset`` of the file (by :meth:`objio.codec.NpzReader.read_many`).
+
+    :raises CorruptFileError: its local header is invalid, or its data runs past the span.
+    """
+    skip = member.header_offset - span_offset
+    fixed = _LOCAL.size + len(member.raw_name)
+    if skip < 0 or skip + fixed > len(span):
+        raise CorruptFileError(f"{where}: {member.name} lies outside the bytes fetched for it", where, member.name)
+    start = _checked_local_header(bytes(span[skip : skip + fixed]), member, file_size, where)
+    end = start - span_offset + member.compressed_size
+    if member.method != STORED or end > len(span):
+        raise CorruptFileError(
+            f"{where}: {member.name} runs into the next member or the zip directory; the file is corrupt",
+            where,
+            member.name,
+        )
+    everything_fetched = io.BytesIO(b"")  # the head holds the whole member: the stream is never read
+    return MemberStream(everything_fetched, member, start, where, head=span[start - span_offset : end])
+
+
+def _checked_local_header(header: bytes, member: Member, file_size: int, where: str) -> int:
+    """Where the data starts, given the local header and name of ``member`` (checked against the directory)."""
     signature, _, _, method, _, _, _, _, _, name_len, extra_len = _LOCAL.unpack_from(header)
     if signature != b"PK\x03\x04" or header[_LOCAL.size :] != member.raw_name or name_len != len(member.raw_name):
         raise CorruptFileError(
@@ -242,15 +320,21 @@ class MemberStream:
 
     Never returns more than the directory's size for the member; :meth:`finish` checks that the
     member holds exactly that many bytes and that the CRC matches.
+
+    :param head: the first bytes of a stored member's data, already fetched (see :func:`open_member`).
     """
 
-    def __init__(self, stream: BinaryIO, member: Member, start: int, where: str) -> None:
+    def __init__(
+        self, stream: BinaryIO, member: Member, start: int, where: str, *, head: bytes | memoryview = b""
+    ) -> None:
         self._stream = stream
         self._member = member
         self._where = where
         self._left = member.size  # uncompressed bytes still to hand out
         self.crc = 0
-        self._position = start  # where our next compressed read starts
+        self._head = memoryview(head)  # fetched bytes not yet handed out
+        self._start = start
+        self._position = start + len(head)  # where our next compressed read starts
         self._compressed_left = member.compressed_size
         self._inflater = zlib.decompressobj(-15) if member.method == DEFLATED else None
         self._chunk = b""  # compressed bytes fetched from the stream ...
@@ -274,15 +358,7 @@ class MemberStream:
         if n > self._left:
             raise self._corrupt(f"{self._member.name} is shorter than its header declares")
         if self._inflater is None:
-            self._stream.seek(self._position)
-            pos = 0
-            while pos < n:
-                got = self._stream.readinto(view[pos:])  # type: ignore[attr-defined]
-                if not got:
-                    done = self._member.size - self._left + pos
-                    raise self._corrupt(f"{self._member.name} ends early, after {done} bytes")
-                pos += got
-            self._position += n
+            self._readinto_stored(view)
         else:
             pos = 0
             while pos < n:
@@ -292,8 +368,60 @@ class MemberStream:
                 view[pos : pos + take] = self._out[:take]
                 del self._out[:take]
                 pos += take
-        self.crc = zlib.crc32(view, self.crc)
+            self.crc = crc32(view, self.crc)
         self._left -= n
+
+    def _readinto_stored(self, view: memoryview) -> None:
+        """Fill ``view`` from the fetched head, then from the stream, updating the CRC.
+
+        A large read goes in pieces, and the CRC of each piece is computed in a worker thread while
+        the next one is read (both release the GIL), so the check adds almost nothing to the read.
+        """
+        from_head = min(len(view), len(self._head))
+        view[:from_head] = self._head[:from_head]
+        self._head = self._head[from_head:]
+        self.crc = crc32(view[:from_head], self.crc)
+        rest = view[from_head:]
+        if not rest:
+            return
+        self._stream.seek(self._position)
+        if len(rest) < 2 * _PIPELINE_PIECE or crc32_combine is None:
+            self._fill(rest)
+            self.crc = crc32(rest, self.crc)
+        else:
+            from concurrent.futures import ThreadPoolExecutor  # here, not at import: ~7 ms (issue 10's first call)
+
+            pieces = []
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="objio-crc") as worker:
+                for start in range(0, len(rest), _PIPELINE_PIECE):
+                    piece = rest[start : start + _PIPELINE_PIECE]
+                    self._fill(piece)
+                    pieces.append((worker.submit(crc32, piece), len(piece)))
+            for crc, size in pieces:
+                self.crc = crc32_combine(self.crc, crc.result(), size)
+
+    def _fill(self, view: memoryview) -> None:
+        """Fill ``view`` from the stream at its current position, or CorruptFileError if the file ends first."""
+        pos = 0
+        while pos < len(view):
+            got = self._stream.readinto(view[pos:])  # type: ignore[attr-defined]
+            if not got:
+                done = self._position - self._start + pos
+                raise self._corrupt(f"{self._member.name} ends early, after {done} bytes")
+            pos += got
+        self._position += len(view)
+
+    def take(self, n: int) -> memoryview:
+        """The next ``n`` bytes of a member whose bytes are all in its head, as a view: no copy.
+
+        :raises ValueError: the member is deflated or its head holds fewer than ``n`` bytes (a bug).
+        """
+        if self._inflater is not None or n > len(self._head) or n > self._left:
+            raise ValueError(f"{self._member.name}: take({n}) needs a stored member with {n} bytes in its head")
+        view, self._head = self._head[:n], self._head[n:]
+        self.crc = crc32(view, self.crc)
+        self._left -= n
+        return view
 
     def skip(self, n: int) -> None:
         """Read and discard ``n`` bytes through a small reused buffer."""

@@ -29,10 +29,10 @@ import numpy as np
 from jax import tree_util
 
 from objio.codec import write_npz
-from objio.io._arrays import ArrayReader, check_metadata, open_arrays
+from objio.io._arrays import ArrayReader, check_metadata, open_arrays, read_arrays
 from objio.io._duck import is_var_collection, is_variable
 from objio.io._files import FileOrStr, describe, open_for_write, split_url
-from objio.io.save_load import checked, raise_missing
+from objio.io.save_load import checked, raise_missing, to_devices
 from objio.multihost._layout import is_multihost_metadata
 from objio.multihost._probe import in_multi_process_job
 from objio.progress import Progress
@@ -192,16 +192,18 @@ def load_tree(
 def _tree_from(reader: ArrayReader, like: Any, where: str, *, place: bool = True) -> Any:
     """The tree of ``reader``'s arrays; with ``place=False``, jax leaves of ``like`` stay NumPy arrays."""
     if like is None:
-        return _nested({name: reader.read(i) for i, name in enumerate(reader.names)}, where)
+        return _nested(dict(zip(reader.names, read_arrays(reader, list(range(len(reader.names)))), strict=True)), where)
     flat, treedef = tree_util.tree_flatten_with_path(like)
     wanted = {i: leaf_name(path) for i, (path, leaf) in enumerate(flat) if _is_stored(leaf) or _is_spec(leaf)}
     index_of = {name: i for i, name in enumerate(reader.names)}
     missing = [name for name in wanted.values() if name not in index_of]
     if missing:
         raise_missing(missing, sorted(set(index_of) - set(wanted.values())), where)
-    arrays = {i: checked(reader.read(index_of[name]), flat[i][1], name, where) for i, name in wanted.items()}
-    leaves = [_like_leaf(arrays[i], leaf, place) if i in arrays else leaf for i, (_, leaf) in enumerate(flat)]
-    return tree_util.tree_unflatten(treedef, leaves)
+    stored = read_arrays(reader, [index_of[name] for name in wanted.values()])
+    arrays = {
+        i: checked(array, flat[i][1], name, where) for (i, name), array in zip(wanted.items(), stored, strict=True)
+    }
+    return tree_util.tree_unflatten(treedef, _like_leaves(arrays, [leaf for _, leaf in flat], place))
 
 
 def load_sharded_tree(storage: Storage, key: str, like: Any) -> Any:
@@ -226,8 +228,7 @@ def load_sharded_tree(storage: Storage, key: str, like: Any) -> Any:
         check_shape(entries[name], flat[i][1], where)
     loaded = load_sharded(storage, key, {name: sharding_of(flat[i][1]) for i, name in wanted.items()})
     arrays = {i: checked(loaded[name], flat[i][1], name, where) for i, name in wanted.items()}
-    leaves = [_like_leaf(arrays[i], leaf) if i in arrays else leaf for i, (_, leaf) in enumerate(flat)]
-    return tree_util.tree_unflatten(treedef, leaves)
+    return tree_util.tree_unflatten(treedef, _like_leaves(arrays, [leaf for _, leaf in flat]))
 
 
 def leaf_names(tree: Any) -> list[str]:
@@ -327,13 +328,22 @@ def _is_spec(leaf: Any) -> bool:
     return isinstance(leaf, jax.ShapeDtypeStruct)
 
 
-def _like_leaf(array: np.ndarray, leaf: Any, place: bool = True) -> Any:
-    """``array`` as the kind of thing ``leaf`` is: a jax array on its sharding (if ``place``), an array, a number."""
-    if place and (_is_jax_array(leaf) or _is_spec(leaf)):
-        import jax
+def _like_leaves(arrays: dict[int, np.ndarray], like: list[Any], place: bool = True) -> list[Any]:
+    """The result's leaves: ``arrays[i]`` as the kind of thing ``like[i]`` is, other leaves of ``like`` as they are.
 
-        sharding = getattr(leaf, "sharding", None)
-        return jax.device_put(array, sharding) if sharding is not None else jax.device_put(array)
+    Jax leaves are placed on their shardings in one batched call (see :func:`objio.io.save_load.to_devices`);
+    with ``place=False`` they stay NumPy arrays.
+    """
+    leaves = [_like_leaf(arrays[i], leaf) if i in arrays else leaf for i, leaf in enumerate(like)]
+    on_device = [i for i in arrays if place and (_is_jax_array(like[i]) or _is_spec(like[i]))]
+    placed = to_devices([arrays[i] for i in on_device], [like[i] for i in on_device])
+    for i, value in zip(on_device, placed, strict=True):
+        leaves[i] = value
+    return leaves
+
+
+def _like_leaf(array: np.ndarray, leaf: Any) -> Any:
+    """``array`` as the kind of thing a host ``leaf`` is: a numpy array or a number (jax leaves: ``_like_leaves``)."""
     if isinstance(leaf, _NUMBERS):
         convert: Callable[[Any], Any] = type(leaf)
         return convert(array.item())

@@ -18,7 +18,7 @@ from objio.codec import NpzReader
 from objio.io._files import FileOrStr, describe, open_for_read
 from objio.progress import Progress
 
-__all__ = ["ArrayReader", "check_metadata", "open_arrays"]
+__all__ = ["ArrayReader", "check_metadata", "open_arrays", "read_arrays"]
 
 
 class ArrayReader(Protocol):
@@ -31,6 +31,14 @@ class ArrayReader(Protocol):
     def user_metadata(self) -> dict[str, Any] | None: ...
 
     def read(self, index: int) -> np.ndarray: ...
+
+
+def read_arrays(reader: ArrayReader, indices: list[int]) -> list[np.ndarray]:
+    """``[reader.read(i) for i in indices]``, in the fewer, larger reads of ``read_many`` where a reader has it."""
+    read_many = getattr(reader, "read_many", None)
+    if read_many is not None:
+        return list(read_many(indices))
+    return [reader.read(i) for i in indices]
 
 
 @contextlib.contextmanager

@@ -1,0 +1,270 @@
+"""The fast load path (issue 10): the npy header fast parse, runs of small members read at once,
+big members checked while they are read, and one batched device placement per load.
+
+Every shortcut must give exactly what the plain path gives, and catch exactly the damage it catches.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+
+import objio
+from objio import _ziparchive, codec
+from objio.codec import ALIGNMENT, NpzReader, write_npz
+from objio.errors import CorruptFileError
+
+
+def _npz(arrays: list[np.ndarray]) -> bytes:
+    out = io.BytesIO()
+    write_npz(out, [f"v{i}" for i in range(len(arrays))], arrays)
+    return out.getvalue()
+
+
+def _header_text(descr: str, fortran_order: bool, shape: tuple[int, ...]) -> str:
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, {"descr": descr, "fortran_order": fortran_order, "shape": shape})
+    return out.getvalue()[10:].decode("latin1")  # after the magic, the version and the length
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (5,), (256, 256), (1, 2, 3, 4), (10**17,)])
+@pytest.mark.parametrize("descr", ["<f4", ">i8", "|u1", "|b1", "<c16", "<U7", "|V2"])
+@pytest.mark.parametrize("fortran_order", [False, True])
+def test_numpy_headers_take_the_fast_parse_and_it_agrees_with_ast(
+    descr: str, fortran_order: bool, shape: tuple[int, ...]
+) -> None:
+    text = _header_text(descr, fortran_order, shape)
+    assert codec._CANONICAL_HEADER.fullmatch(text) is not None
+    parsed = codec._parse_header_text(text)
+    assert parsed == ast.literal_eval(text)
+    assert type(parsed["shape"]) is tuple  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (5), }\n",  # an int, not a tuple
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (05,), }\n",  # not a Python literal
+        "{'descr': '|O', 'fortran_order': False, 'shape': (5,), }\n",  # objects: never the fast path
+        "{'fortran_order': False, 'descr': '<f4', 'shape': (5,), }\n",  # another key order
+        "{'descr': '<M8[s]', 'fortran_order': False, 'shape': (5,), }\n",  # a datetime unit
+    ],
+)
+def test_other_headers_go_to_the_strict_parser(text: str) -> None:
+    assert codec._CANONICAL_HEADER.fullmatch(text) is None
+
+
+def _with_raw_member(raw: bytes, member: str, payload: bytes) -> bytes:
+    src, out = zipfile.ZipFile(io.BytesIO(raw)), io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, payload if info.filename == member else src.read(info))
+    return out.getvalue()
+
+
+def test_a_shape_that_is_not_a_tuple_is_still_refused() -> None:
+    text = "{'descr': '<f4', 'fortran_order': False, 'shape': (5), }"
+    text += " " * (-(10 + len(text) + 1) % 64) + "\n"
+    npy = b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode() + bytes(20)
+    raw = _with_raw_member(_npz([np.zeros(5, np.float32)]), "0.npy", npy)
+    with pytest.raises(CorruptFileError, match=r"odd.npz: 0.npy has no valid npy header \(shape 5 is not a tuple"):
+        NpzReader(io.BytesIO(raw), "odd.npz").read(0)
+
+
+def _mixed() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [
+        rng.standard_normal((64, 33)).astype(np.float32),
+        np.array(3.5),  # 0-d
+        np.zeros((0, 4), np.int16),  # empty
+        rng.integers(0, 255, 1000).astype(np.uint8),
+        np.asfortranarray(rng.standard_normal((7, 5))),
+        rng.standard_normal(17).astype(ml_dtypes.bfloat16),
+        np.array([True, False, True]),
+        rng.standard_normal(5 << 18).astype(np.float32),  # 5 MiB: too big for a run, read alone
+        np.arange(12, dtype=np.int64).reshape(3, 4),
+    ]
+
+
+@pytest.mark.parametrize("run_bytes", [16 << 20, 1 << 10])  # one run; many runs (checked in a worker thread)
+def test_read_many_gives_what_read_gives(monkeypatch: pytest.MonkeyPatch, run_bytes: int) -> None:
+    monkeypatch.setattr(codec, "_RUN_BYTES", run_bytes)
+    arrays = _mixed()
+    reader = NpzReader(io.BytesIO(_npz(arrays)), "mixed.npz")
+    order = [8, 0, 1, 2, 3, 4, 5, 6, 7, 0]  # any order, a repeat included
+    many = reader.read_many(order)
+    for index, got in zip(order, many, strict=True):
+        one = reader.read(index)
+        assert got.dtype == one.dtype == arrays[index].dtype
+        assert got.shape == one.shape == arrays[index].shape
+        assert got.flags.f_contiguous == one.flags.f_contiguous
+        np.testing.assert_array_equal(got, arrays[index])
+        assert got.size == 0 or got.ctypes.data % ALIGNMENT == 0  # so jax.device_put can adopt it
+        assert got.flags.writeable
+
+
+def test_small_neighbours_are_fetched_in_one_read_each_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[int] = []
+    fill = _ziparchive.fill
+
+    def counting_fill(stream: Any, view: memoryview, where: str, member: str) -> None:
+        reads.append(len(view))
+        fill(stream, view, where, member)
+
+    monkeypatch.setattr(_ziparchive, "fill", counting_fill)
+    arrays = [np.full((16, 16), i, np.float32) for i in range(50)]
+    reader = NpzReader(io.BytesIO(_npz(arrays)), "many.npz")
+    got = reader.read_many(list(range(50)))
+    assert len(reads) == 1 and reads[0] > 50 * arrays[0].nbytes
+    assert [float(a[0, 0]) for a in got] == list(range(50))
+
+
+def _flip_in_data(raw: bytes, member: str, at: int) -> bytes:
+    damaged = bytearray(raw)
+    info = zipfile.ZipFile(io.BytesIO(raw)).getinfo(member)
+    damaged[info.header_offset + 512 + at] ^= 0xFF  # past the local and npy headers: inside the data
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize("run_bytes", [16 << 20, 1 << 10])
+def test_damage_inside_a_run_fails_the_crc_of_that_member(monkeypatch: pytest.MonkeyPatch, run_bytes: int) -> None:
+    monkeypatch.setattr(codec, "_RUN_BYTES", run_bytes)
+    raw = _flip_in_data(_npz([np.arange(1000, dtype=np.float32) for _ in range(10)]), "6.npy", 100)
+    with pytest.raises(CorruptFileError, match=r"flipped.npz: 6.npy fails its CRC-32 check"):
+        NpzReader(io.BytesIO(raw), "flipped.npz").read_many(list(range(10)))
+
+
+def test_a_file_cut_inside_a_run_is_corrupt() -> None:
+    raw = _npz([np.arange(1000, dtype=np.float32) for _ in range(10)])
+    directory = zipfile.ZipFile(io.BytesIO(raw)).getinfo("9.npy")
+    reader = NpzReader(io.BytesIO(raw), "cut.npz")
+    reader._stream = io.BytesIO(raw[: directory.header_offset + 100])  # the file shrank after it was opened
+    with pytest.raises(CorruptFileError, match=r"cut.npz ends early, in or after 0.npy: it is truncated"):
+        reader.read_many(list(range(10)))
+
+
+def test_unaligned_members_of_numpy_files_come_back_aligned(tmp_path: Path) -> None:
+    arrays = {str(i): np.arange(i + 3, dtype=np.float32) for i in range(5)}
+    np.savez(tmp_path / "np.npz", names=np.array([f"w{i}" for i in range(5)]), **arrays)  # no 64-byte alignment
+    with open(tmp_path / "np.npz", "rb") as f:
+        got = NpzReader(f, "np.npz").read_many(list(range(5)))
+    for i, array in enumerate(got):
+        np.testing.assert_array_equal(array, arrays[str(i)])
+        assert array.ctypes.data % ALIGNMENT == 0
+
+
+def test_big_members_are_checked_piece_by_piece_while_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_ziparchive, "_PIPELINE_PIECE", 4096)  # a 64 KiB member goes in 16 pieces
+    array = np.random.default_rng(1).standard_normal(1 << 14).astype(np.float32)
+    raw = _npz([array])
+    np.testing.assert_array_equal(NpzReader(io.BytesIO(raw), "big.npz").read(0), array)
+    damaged = _flip_in_data(raw, "0.npy", 3 * 4096 + 7)
+    with pytest.raises(CorruptFileError, match=r"big.npz: 0.npy fails its CRC-32 check"):
+        NpzReader(io.BytesIO(damaged), "big.npz").read(0)
+
+
+class _CountingDevicePut:
+    def __init__(self) -> None:
+        self.calls = 0
+        self._device_put = jax.device_put
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self._device_put(*args, **kwargs)
+
+
+def test_load_tree_places_every_jax_leaf_in_one_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    device = jax.devices()[0]
+    committed = jax.device_put(jnp.zeros((4, 3)), device)
+    like = {
+        "committed": committed,
+        "spec": jax.ShapeDtypeStruct((2,), jnp.int32),
+        "plain": jnp.zeros(5),
+        "host": np.zeros(3, np.float16),
+        "number": 0.0,
+        "scalar": np.float32(0),
+        "other": "not stored",
+    }
+    values = {
+        "committed": jnp.arange(12.0).reshape(4, 3),
+        "spec": jnp.array([7, 8], jnp.int32),
+        "plain": jnp.ones(5),
+        "host": np.arange(3, dtype=np.float16),
+        "number": 2.5,
+        "scalar": np.float32(1.5),
+        "other": "not stored",
+    }
+    objio.save_tree(tmp_path / "t.npz", values)
+    counting = _CountingDevicePut()
+    monkeypatch.setattr(jax, "device_put", counting)
+    got = objio.load_tree(tmp_path / "t.npz", like)
+    assert counting.calls == 1
+    assert isinstance(got["committed"], jax.Array) and got["committed"].sharding == committed.sharding
+    assert got["committed"].committed
+    assert isinstance(got["spec"], jax.Array) and got["spec"].dtype == jnp.int32
+    assert isinstance(got["plain"], jax.Array) and got["plain"].sharding == like["plain"].sharding
+    assert type(got["host"]) is np.ndarray and got["host"].dtype == np.float16
+    assert got["number"] == 2.5 and type(got["number"]) is float
+    assert got["scalar"] == np.float32(1.5) and isinstance(got["scalar"], np.float32)
+    assert got["other"] == "not stored"
+    np.testing.assert_array_equal(got["committed"], values["committed"])
+    np.testing.assert_array_equal(got["spec"], [7, 8])
+
+
+def test_load_var_collection_places_every_variable_in_one_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    vc = objio.VarCollection({f"(M).w{i}": objio.TrainVar(jnp.full((3,), float(i))) for i in range(20)})
+    objio.io.save_var_collection(tmp_path / "m.npz", vc)
+    for var in vc.values():
+        var.assign(jnp.zeros(3))
+    counting = _CountingDevicePut()
+    monkeypatch.setattr(jax, "device_put", counting)
+    objio.io.load_var_collection(tmp_path / "m.npz", vc)
+    assert counting.calls == 1
+    assert [float(v.value[0]) for v in vc.values()] == [float(i) for i in range(20)]
+    assert all(isinstance(v.value, jax.Array) for v in vc.values())
+
+
+class _RecordingStream(io.BytesIO):
+    """Records the byte ranges read from it."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.ranges: list[tuple[int, int]] = []
+
+    def readinto(self, buffer: Any) -> int:
+        start = self.tell()
+        n = super().readinto(buffer)
+        self.ranges.append((start, start + n))
+        return n
+
+
+def _numpy_npz(arrays: list[np.ndarray]) -> bytes:
+    out = io.BytesIO()
+    np.savez(out, names=np.array([f"v{i}" for i in range(len(arrays))]), **{str(i): a for i, a in enumerate(arrays)})
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("wanted", [[2, 3, 4], [8, 9]])
+@pytest.mark.parametrize("make", [_npz, _numpy_npz])  # numpy's: 9.npy is the last member, the directory follows
+def test_a_run_reads_only_the_bytes_of_its_members(wanted: list[int], make: Any) -> None:
+    raw = make([np.full(1000, i, np.float32) for i in range(10)])
+    archive = zipfile.ZipFile(io.BytesIO(raw))
+    offsets = sorted(info.header_offset for info in archive.infolist())
+    offsets.append(int.from_bytes(raw[-6:-2], "little"))  # where the directory starts (the end record's field)
+    first = archive.getinfo(f"{wanted[0]}.npy").header_offset
+    after = offsets[offsets.index(archive.getinfo(f"{wanted[-1]}.npy").header_offset) + 1]
+    stream = _RecordingStream(raw)
+    reader = NpzReader(stream, "subset.npz")
+    stream.ranges.clear()
+    got = reader.read_many(wanted)
+    assert stream.ranges == [(first, after)]  # the next member's header, or the zip directory: never read
+    assert [float(a[0]) for a in got] == [float(i) for i in wanted]
