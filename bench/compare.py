@@ -25,9 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from _methods import LOADS, SAVES, SOURCE, remove
@@ -36,8 +36,7 @@ HERE = Path(__file__).resolve().parent
 MiB = 1 << 20
 
 
-@dataclass(frozen=True)
-class Workload:
+class Workload(NamedTuple):
     name: str
     shapes: list[list[int]]
 
@@ -50,10 +49,12 @@ class Workload:
         return f"{len(self.shapes)} float32 arrays of {shape}, {self.nbytes / MiB:.0f} MiB"
 
 
-def workloads(quick: bool) -> dict[str, Workload]:
+def workloads(quick: bool, scale: float) -> dict[str, Workload]:
+    """many and big at full size times ``scale`` (fewer small arrays, smaller big ones), or tiny for --quick."""
     if quick:
         return {"many": Workload("many", [[64, 64]] * 200), "big": Workload("big", [[1 << 20]] * 4)}
-    return {"many": Workload("many", [[256, 256]] * 2000), "big": Workload("big", [[32 << 20]] * 8)}
+    many = Workload("many", [[256, 256]] * max(1, round(2000 * scale)))
+    return {"many": many, "big": Workload("big", [[max(1, round((32 << 20) * scale))]] * 8)}
 
 
 SAVE_LABELS = {
@@ -85,6 +86,19 @@ PEER_LABELS = {
 }
 TINY_SAVES = ["objio", "np", "safetensors", "pickle", "orbax"]
 TINY_LOADS = ["objio", "objio-vc", "np", "safetensors", "pickle", "orbax"]
+
+
+Runner = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def run_here(task: dict[str, Any]) -> dict[str, Any]:
+    """Run one measurement in this process (``--in-process``): a fast check that every method works, no benchmark."""
+    import _child
+
+    try:
+        return _child.measure(task)
+    except _child.Skipped as why:
+        return {"skipped": str(why)}
 
 
 def run_child(task: dict[str, Any]) -> dict[str, Any]:
@@ -135,14 +149,16 @@ def target(folder: Path, op: str, method: str, tag: str) -> Path:
     return folder / f"{key}-{tag}{suffix}"
 
 
-def run_workload(workload: Workload, repeat: int, folder: Path, seed: int) -> dict[str, list[dict[str, Any]]]:
+def run_workload(
+    workload: Workload, repeat: int, folder: Path, seed: int, run: Runner
+) -> dict[str, list[dict[str, Any]]]:
     """Every measurement of one workload, ``repeat`` times, shuffled within each repetition."""
     seed_file = folder / "seed.bin"
     write_seed(seed_file, workload)
     base = {"seed": str(seed_file), "shapes": workload.shapes}
     for method in SAVES:  # the files the loads read (and a first run of every save, not counted)
         if method != "objio-async":
-            run_child({**base, "op": "save", "method": method, "path": str(target(folder, "save", method, "fixture"))})
+            run({**base, "op": "save", "method": method, "path": str(target(folder, "save", method, "fixture"))})
     tasks = [("save", m, "") for m in SAVES] + [("load", m, c) for m in LOADS for c in ("warm", "cold")]
     results: dict[str, list[dict[str, Any]]] = {f"{op} {m} {c}".strip(): [] for op, m, c in tasks}
     for r in range(repeat):
@@ -151,12 +167,12 @@ def run_workload(workload: Workload, repeat: int, folder: Path, seed: int) -> di
         for op, method, cache in order:
             if op == "save":
                 path = target(folder, op, method, f"r{r}")
-                results[f"save {method}"].append(run_child({**base, "op": op, "method": method, "path": str(path)}))
+                results[f"save {method}"].append(run({**base, "op": op, "method": method, "path": str(path)}))
                 remove(path)
             else:
                 path = target(folder, op, method, "fixture")
                 (warm_cache if cache == "warm" else drop_cache)(path)
-                result = run_child({**base, "op": op, "method": method, "path": str(path)})
+                result = run({**base, "op": op, "method": method, "path": str(path)})
                 expected = (len(workload.shapes), workload.nbytes)
                 if "skipped" not in result and (result["arrays"], result["bytes"]) != expected:
                     raise SystemExit(f"load {method} gave {result['arrays']} arrays, {result['bytes']} bytes: wrong")
@@ -165,9 +181,9 @@ def run_workload(workload: Workload, repeat: int, folder: Path, seed: int) -> di
     return results
 
 
-def run_tiny(repeat: int, folder: Path, seed: int, rounds: int) -> dict[str, list[dict[str, Any]]]:
+def run_tiny(repeat: int, folder: Path, seed: int, rounds: int, run: Runner) -> dict[str, list[dict[str, Any]]]:
     for method in TINY_SAVES:
-        run_child({"op": "tiny-save", "method": method, "path": str(folder / f"{method}-fixture"), "rounds": 1})
+        run({"op": "tiny-save", "method": method, "path": str(folder / f"{method}-fixture"), "rounds": 1})
     tasks = [("tiny-save", m) for m in TINY_SAVES] + [("tiny-load", m) for m in TINY_LOADS]
     results: dict[str, list[dict[str, Any]]] = {f"{op} {m}": [] for op, m in tasks}
     for r in range(repeat):
@@ -179,9 +195,7 @@ def run_tiny(repeat: int, folder: Path, seed: int, rounds: int) -> dict[str, lis
                 path = folder / f"{method}-r{r}"
             else:  # the fixture's first save, ".0" plus its suffix
                 path = folder / f"{source}-fixture.0{LOADS[method]().suffix}"
-            results[f"{op} {method}"].append(
-                run_child({"op": op, "method": method, "path": str(path), "rounds": rounds})
-            )
+            results[f"{op} {method}"].append(run({"op": op, "method": method, "path": str(path), "rounds": rounds}))
         print(f"  tiny: repetition {r + 1}/{repeat} done, load average {load_average()}", file=sys.stderr)
     return results
 
@@ -302,12 +316,22 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="scaled down: many 200 x 64x64, big 4 x 4 MiB, tiny 10 rounds"
     )
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="many and big at this fraction of their size (default %(default)s)"
+    )
     parser.add_argument("--json", type=Path, help="also write every measurement to this file")
     parser.add_argument("--dir", help="where to write the checkpoints (default: a temporary folder in /tmp)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled order (default %(default)s)")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run every measurement in this one process: a quick check that the code works (the smoke test); "
+        "its numbers are not a benchmark",
+    )
     args = parser.parse_args()
+    runner = run_here if args.in_process else run_child
     chosen = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    known = workloads(args.quick)
+    known = workloads(args.quick, args.scale)
     unknown = set(chosen) - {*known, "tiny"}
     if unknown:
         parser.error(f"unknown workloads {sorted(unknown)}; choose from many, big, tiny")
@@ -319,15 +343,16 @@ def main() -> None:
         folder = Path(tempfile.mkdtemp(prefix=f"objio-compare-{name}-", dir=args.dir))
         try:
             if name == "tiny":
-                all_results[name] = run_tiny(args.repeat, folder, args.seed, 10 if args.quick else 100)
+                all_results[name] = run_tiny(args.repeat, folder, args.seed, 10 if args.quick else 100, runner)
             else:
-                all_results[name] = run_workload(known[name], args.repeat, folder, args.seed)
+                all_results[name] = run_workload(known[name], args.repeat, folder, args.seed, runner)
         finally:
             shutil.rmtree(folder)
     elapsed = time.perf_counter() - started
     load_after = load_average()
 
-    print(f"\nobjio compare: {args.repeat} repetitions, each measurement in a fresh process, shuffled order")
+    where = "all in this process (--in-process: not a benchmark)" if args.in_process else "each in a fresh process"
+    print(f"\nobjio compare: {args.repeat} repetitions, measurements {where}, shuffled order")
     print(
         "Every save ends fsynced (objio also fsyncs the folder); extra mem = peak RSS − RSS before, ÷ the arrays' bytes"
     )
