@@ -1,7 +1,7 @@
 """objio beside np.savez/np.load, safetensors, pickle and orbax-checkpoint, on the workloads of issue 10.
 
     pip install -e '.[bench]'
-    python bench/compare.py [--workloads many,big,tiny] [--repeat 5] [--quick] [--json out.json]
+    python bench/compare.py [--workloads many,big,tiny] [--repeat 3] [--quick] [--scale 0.25] [--json out.json]
 
 Workloads: "many" is 2,000 float32 arrays of 256x256 (500 MiB), "big" 8 float32 arrays of 128 MiB
 (1 GiB), "tiny" the Linear(768, 1) of the demo. Every measurement runs in its own fresh process
@@ -312,7 +312,7 @@ def print_summary(all_results: dict[str, dict[str, list[dict[str, Any]]]]) -> No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default="many,big,tiny", help="comma-separated (default %(default)s)")
-    parser.add_argument("--repeat", type=int, default=5, help="repetitions; medians are shown (default %(default)s)")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions; medians are shown (default %(default)s)")
     parser.add_argument(
         "--quick", action="store_true", help="scaled down: many 200 x 64x64, big 4 x 4 MiB, tiny 10 rounds"
     )
