@@ -1,4 +1,4 @@
-"""What every benchmark here shares: the command line, the model, interleaved timing, the report.
+"""What bench_s3.py and bench_gcs.py share: the command line, the model, interleaved timing, the report.
 
 Each step runs once to warm up, then the steps run in turn, ``repeat`` rounds, so that drift in the
 machine's load hits every step alike; medians and ratios against a baseline of the same run are
