@@ -172,6 +172,9 @@ class NpzReader:
     def __init__(self, stream: BinaryIO, where: str = "<stream>") -> None:
         self.where = where
         self._stream = stream
+        # A plain local file is read by several threads at once (see _ziparchive.positional_reader);
+        # objio's own wrapper of it (NamedStream) offers the same as ``read_at``.
+        self._read_at = getattr(stream, "read_at", None) or _ziparchive.positional_reader(stream)
         self._size = stream.seek(0, io.SEEK_END)
         self._members, directory_offset = _ziparchive.read_directory(stream, self._size, where)
         self._next_offset = _ziparchive.next_offsets(self._members, directory_offset)
@@ -275,6 +278,12 @@ class NpzReader:
         runs = self._runs(indices)
         if len(runs) == 1:  # nothing to overlap: no thread
             arrays.update(self._arrays_in(runs[0], *self._fetch(runs[0])))
+        elif runs and self._read_at is not None:  # a local file: several threads each read and check runs
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=_ziparchive.READERS, thread_name_prefix="objio-read") as readers:
+                for checked in readers.map(lambda run: self._arrays_in(run, *self._fetch(run)), runs):
+                    arrays.update(checked)
         elif runs:
             from concurrent.futures import ThreadPoolExecutor  # here, not at import: ~7 ms (issue 10's first call)
 
@@ -310,8 +319,11 @@ class NpzReader:
         raw = np.empty(end - start + ALIGNMENT, dtype=np.uint8)
         skew = (start - raw.ctypes.data) % ALIGNMENT  # so that file offsets and addresses agree modulo ALIGNMENT
         span = raw[skew : skew + end - start].data
-        self._stream.seek(start)
-        _ziparchive.fill(self._stream, span, self.where, run[0][1].name)
+        if self._read_at is not None:
+            _ziparchive.fill_at(self._read_at, span, start, self.where, run[0][1].name)
+        else:
+            self._stream.seek(start)
+            _ziparchive.fill(self._stream, span, self.where, run[0][1].name)
         return start, span
 
     def _arrays_in(self, run: _Run, start: int, span: memoryview) -> dict[int, np.ndarray]:
@@ -373,7 +385,9 @@ class NpzReader:
         return np.dtype(scalar)
 
     def _open_member(self, member: _ziparchive.Member, *, prefetch: int = 0) -> _ziparchive.MemberStream:
-        return _ziparchive.open_member(self._stream, member, self._size, self.where, prefetch=prefetch)
+        return _ziparchive.open_member(
+            self._stream, member, self._size, self.where, prefetch=prefetch, read_at=self._read_at
+        )
 
     def _read_array(self, name: str) -> np.ndarray:
         """Read a member straight into its array, checking its header, size and CRC-32."""

@@ -7,7 +7,9 @@ Every shortcut must give exactly what the plain path gives, and catch exactly th
 from __future__ import annotations
 
 import ast
+import gzip
 import io
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -170,6 +172,88 @@ def test_big_members_are_checked_piece_by_piece_while_read(monkeypatch: pytest.M
     damaged = _flip_in_data(raw, "0.npy", 3 * 4096 + 7)
     with pytest.raises(CorruptFileError, match=r"big.npz: 0.npy fails its CRC-32 check"):
         NpzReader(io.BytesIO(damaged), "big.npz").read(0)
+
+
+def _local(tmp_path: Path, name: str, raw: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(raw)
+    return path
+
+
+@pytest.mark.parametrize("run_bytes", [16 << 20, 1 << 10])  # one run; many runs (read by several threads)
+def test_a_local_file_is_read_by_positional_reads_that_give_the_same_arrays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_bytes: int
+) -> None:
+    monkeypatch.setattr(codec, "_RUN_BYTES", run_bytes)
+    arrays = _mixed()
+    path = _local(tmp_path, "mixed.npz", _npz(arrays))
+    offsets: list[int] = []
+    fill_at = _ziparchive.fill_at
+
+    def recording_fill_at(read_at: Any, view: memoryview, offset: int, where: str, member: str) -> None:
+        offsets.append(offset)
+        fill_at(read_at, view, offset, where, member)
+
+    monkeypatch.setattr(_ziparchive, "fill_at", recording_fill_at)
+    with open(path, "rb") as f:
+        got = NpzReader(f, "mixed.npz").read_many(list(range(len(arrays))))
+        assert f.tell() == 0 or offsets  # positional reads leave the caller's file position alone
+    assert offsets, "a plain local file must be read with positional reads"
+    for array, expected in zip(got, arrays, strict=True):
+        np.testing.assert_array_equal(array, expected)
+        assert array.size == 0 or array.ctypes.data % ALIGNMENT == 0
+
+
+def test_damage_in_a_run_of_a_local_file_fails_the_crc_of_that_member(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(codec, "_RUN_BYTES", 1 << 10)  # ten runs, read by the reader threads
+    raw = _flip_in_data(_npz([np.arange(1000, dtype=np.float32) for _ in range(10)]), "6.npy", 100)
+    with pytest.raises(CorruptFileError, match=r"flipped.npz: 6.npy fails its CRC-32 check"):
+        objio.load_tree(_local(tmp_path, "flipped.npz", raw))
+
+
+def test_a_big_member_of_a_local_file_is_read_in_pieces_by_several_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_ziparchive, "_PIPELINE_PIECE", 4096)  # a 64 KiB member goes in 16 pieces
+    array = np.random.default_rng(2).standard_normal(1 << 14).astype(np.float32)
+    raw = _npz([array])
+    threads: set[str] = set()
+    fill_at = _ziparchive.fill_at
+
+    def recording_fill_at(read_at: Any, view: memoryview, offset: int, where: str, member: str) -> None:
+        threads.add(threading.current_thread().name)
+        fill_at(read_at, view, offset, where, member)
+
+    monkeypatch.setattr(_ziparchive, "fill_at", recording_fill_at)
+    with open(_local(tmp_path, "big.npz", raw), "rb") as f:
+        np.testing.assert_array_equal(NpzReader(f, "big.npz").read(0), array)
+    assert threads and all(name.startswith("objio-read") for name in threads)
+    damaged = _local(tmp_path, "damaged.npz", _flip_in_data(raw, "0.npy", 9 * 4096 + 7))
+    with open(damaged, "rb") as f, pytest.raises(CorruptFileError, match=r"big.npz: 0.npy fails its CRC-32 check"):
+        NpzReader(f, "big.npz").read(0)
+
+
+def test_only_a_plain_local_file_gets_positional_reads(tmp_path: Path) -> None:
+    path = _local(tmp_path, "one.npz", _npz([np.ones(3, np.float32)]))
+    with open(path, "rb") as f:
+        assert _ziparchive.positional_reader(f) is not None
+    with gzip.open(tmp_path / "one.npz.gz", "wb") as g:
+        g.write(path.read_bytes())
+    with gzip.open(tmp_path / "one.npz.gz", "rb") as g:  # its descriptor holds the compressed bytes
+        assert _ziparchive.positional_reader(g) is None
+        np.testing.assert_array_equal(NpzReader(g, "one.npz.gz").read(0), np.ones(3, np.float32))
+    assert _ziparchive.positional_reader(io.BytesIO(path.read_bytes())) is None
+    with open(path, "rb", buffering=0) as raw_file:  # unbuffered: not the BufferedReader objio opens
+        assert _ziparchive.positional_reader(raw_file) is None
+
+
+def test_a_counted_read_for_a_progress_bar_is_not_positional(tmp_path: Path) -> None:
+    path = _local(tmp_path, "counted.npz", _npz([np.full((64, 64), 2.0, np.float32) for _ in range(20)]))
+    seen: list[int] = []
+    got = objio.load_tree(path, progress=lambda done, total, name: seen.append(done))
+    assert len(got) == 20 and seen and seen[-1] >= 20 * 64 * 64 * 4  # the data went through the count
 
 
 class _CountingDevicePut:

@@ -161,6 +161,14 @@ class NamedStream:
             if bound is not None:
                 setattr(self, method, bound)
 
+    @property
+    def read_at(self) -> Any:
+        """Positional reads of the file under it, for readers that use several threads (issue 10);
+        ``None`` for a stream that is no plain local file, or that counts its bytes for a progress bar."""
+        from objio._ziparchive import positional_reader
+
+        return getattr(self._stream, "read_at", None) or positional_reader(self._stream)
+
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._stream, attr)
 
