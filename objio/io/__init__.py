@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from objio._lazy import lazy_names
 from objio.io._files import FileOrStr
 from objio.io.save_load import load_var_collection, read_metadata, save_var_collection
 
@@ -16,17 +16,7 @@ if TYPE_CHECKING:
 _LAZY = {"Checkpoint": "objio.io.checkpoint", "convert": "objio.io._convert"}
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'objio.io' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = ["Checkpoint", "FileOrStr", "convert", "load_var_collection", "read_metadata", "save_var_collection"]
