@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from objio import functional, io, nn, random, urls
-from objio._host import get_plugin_manager, open_storage
+from objio import io
 from objio._lazy import lazy_names
 from objio.errors import (
     BackendNotFoundError,
@@ -30,24 +29,37 @@ from objio.errors import (
     UnsafeFileError,
 )
 from objio.io.save_load import load_var_collection, read_metadata, save_var_collection
-from objio.module import Module, ModuleList
-from objio.storage import Capabilities, Storage
 from objio.var_collection import VarCollection
 from objio.variables import BaseState, BaseVar, RandomState, StateVar, TrainRef, TrainVar
 
 if TYPE_CHECKING:
+    from objio import functional, nn, random, urls
+    from objio._host import get_plugin_manager, open_storage
     from objio.hookspecs import hookimpl
     from objio.io.checkpoint import Checkpoint
+    from objio.module import Module, ModuleList
+    from objio.storage import Capabilities, Storage
     from objio.tree import load_tree, save_tree
 
-# Imported on first use (PEP 562): checkpoints and pytrees pull in the multi-process machinery, and
-# hookimpl pluggy, none of which a save or load of one local file needs; importing them up front was
-# most of `import objio` (issue 10).
+# Imported on first use (PEP 562), so that `import objio` costs only what a save or load of one local
+# file needs (issue 10: the first call in a fresh process). Checkpoints and pytrees pull in the
+# multi-process machinery, hookimpl and the plugin manager pluggy; the layers and the storage
+# contract are a few milliseconds more that a save never uses.
 _LAZY = {
+    "Capabilities": "objio.storage",
     "Checkpoint": "objio.io.checkpoint",
+    "Module": "objio.module",
+    "ModuleList": "objio.module",
+    "Storage": "objio.storage",
+    "functional": "objio.functional",
+    "get_plugin_manager": "objio._host",
     "hookimpl": "objio.hookspecs",
     "load_tree": "objio.tree",
+    "nn": "objio.nn",
+    "open_storage": "objio._host",
+    "random": "objio.random",
     "save_tree": "objio.tree",
+    "urls": "objio.urls",
 }
 
 

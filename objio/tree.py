@@ -21,7 +21,6 @@ stored; other leaves (an Equinox module's activation function, a string) are not
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from typing import Any, Literal, TypeGuard
 
@@ -33,8 +32,6 @@ from objio.io._arrays import ArrayReader, check_metadata, open_arrays, read_arra
 from objio.io._duck import is_var_collection, is_variable
 from objio.io._files import FileOrStr, describe, open_for_write, split_url
 from objio.io.save_load import checked, raise_missing, to_devices
-from objio.multihost._layout import is_multihost_metadata
-from objio.multihost._probe import in_multi_process_job
 from objio.progress import Progress
 from objio.storage import Storage, join_url
 
@@ -42,7 +39,6 @@ __all__ = ["leaf_names", "load_tree", "save_tree"]
 
 Format = Literal["npz", "safetensors"]
 _NUMBERS = (bool, int, float, complex)
-_DIGITS = re.compile(r"[0-9]+")
 
 
 def save_tree(
@@ -82,6 +78,10 @@ def save_tree(
             f"save it with objio.io.save_var_collection (or pass a pytree of arrays)"
         )
     names, leaves = named_leaves(tree)
+    # objio.multihost is imported only here and for multi-process files: it is most of the import
+    # time of objio.tree, which a single-process save or load never needs (issue 10).
+    from objio.multihost._probe import in_multi_process_job
+
     if _is_path(file) and in_multi_process_job():
         _save_sharded_tree(file, names, leaves, metadata, format, storage_options)
         return
@@ -179,7 +179,7 @@ def load_tree(
         with open_mapped(file, storage_options) as mapped:
             return _tree_from(mapped, like, where, place=False)
     with open_arrays(file, storage_options, progress=progress, action="loaded") as reader:
-        if not is_multihost_metadata(getattr(reader, "metadata", {})):
+        if not _is_multihost(getattr(reader, "metadata", {})):
             return _tree_from(reader, like, where)
     if not _is_path(file):
         raise TypeError(
@@ -231,6 +231,15 @@ def load_sharded_tree(storage: Storage, key: str, like: Any) -> Any:
     return tree_util.tree_unflatten(treedef, _like_leaves(arrays, [leaf for _, leaf in flat]))
 
 
+def _is_multihost(metadata: dict[str, Any]) -> bool:
+    """Whether ``metadata`` is the manifest of a multi-process checkpoint's commit object."""
+    if "multihost" not in metadata:  # every manifest has this key: no need to import objio.multihost
+        return False
+    from objio.multihost._layout import is_multihost_metadata
+
+    return is_multihost_metadata(metadata)
+
+
 def leaf_names(tree: Any) -> list[str]:
     """The name each stored leaf of ``tree`` gets in a file, in flattening order.
 
@@ -259,7 +268,7 @@ def _segment(entry: Any, path: tuple[Any, ...]) -> str:
             f"a str nor an int; use str keys"
         )
     text = key.replace("~", "~0").replace("/", "~1")
-    return "~s" + text if not text or _DIGITS.fullmatch(text) else text
+    return "~s" + text if not text or _is_position(text) else text
 
 
 def _parse_segment(segment: str) -> str | int:
@@ -268,7 +277,7 @@ def _parse_segment(segment: str) -> str | int:
         segment = segment[2:]
     elif segment.startswith("~i"):
         return int(segment[2:])
-    elif _DIGITS.fullmatch(segment):
+    elif _is_position(segment):
         return int(segment)
     return segment.replace("~1", "/").replace("~0", "~")
 
@@ -295,9 +304,14 @@ def _rebuild(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     items = {segment: _rebuild(child) for segment, child in node.items()}
-    if items and all(_DIGITS.fullmatch(s) for s in items) and sorted(map(int, items)) == list(range(len(items))):
+    if items and all(_is_position(s) for s in items) and sorted(map(int, items)) == list(range(len(items))):
         return [items[s] for s in sorted(items, key=int)]
     return {_parse_segment(segment): child for segment, child in items.items()}
+
+
+def _is_position(segment: str) -> bool:
+    """Whether a name segment reads as a list position: ASCII digits only (``str.isdigit`` alone takes "²")."""
+    return segment.isascii() and segment.isdigit()
 
 
 def _is_path(file: FileOrStr) -> TypeGuard[str | os.PathLike[str]]:

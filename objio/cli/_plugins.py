@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from typing import Any
 
 from objio import _host
@@ -54,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         )
     skipped = _host.skipped_plugins()
     if args.json:
-        print_json({"backends": backends, "skipped": [dataclasses.asdict(plugin) for plugin in skipped]})
+        print_json({"backends": backends, "skipped": [plugin._asdict() for plugin in skipped]})
         return 0
     rows = [(b["name"], b["schemes"], b["distribution"]) for b in backends]
     print(table(rows, ["BACKEND", "SCHEMES", "FROM"]))

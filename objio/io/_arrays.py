@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
@@ -55,16 +55,27 @@ def open_arrays(
         safetensors file reads outside the stream, so it shows none.
     :param action: what the INFO log line says on success (``"loaded"``); ``None`` logs nothing.
     """
-    from objio.io import safetensors_io  # its package is optional: imported only when a file needs it
-
     where = describe(file)
     with open_for_read(file, storage_options, progress=progress, action=action) as stream:
-        if safetensors_io.looks_like_safetensors(stream):
-            with safetensors_io.SafetensorsReader(stream, where, local_path=_local_path(file)) as st:
-                yield st
-        else:
-            with NpzReader(stream, where) as npz:
-                yield npz
+        if _may_be_safetensors(stream):
+            # Imported only for such a file: a milliseconds-long import that npz loads never need (issue 10).
+            from objio.io import safetensors_io
+
+            if safetensors_io.looks_like_safetensors(stream):
+                with safetensors_io.SafetensorsReader(stream, where, local_path=_local_path(file)) as st:
+                    yield st
+                return
+        with NpzReader(stream, where) as npz:
+            yield npz
+
+
+def _may_be_safetensors(stream: BinaryIO) -> bool:
+    """False for every file that is surely not safetensors: its JSON header opens at byte 8, where a
+    zip (an npz) has its compression method. ``stream`` is left at its start."""
+    stream.seek(0)
+    head = stream.read(9)
+    stream.seek(0)
+    return head[8:9] == b"{"
 
 
 def _local_path(file: FileOrStr) -> str | None:
