@@ -35,6 +35,7 @@ import ml_dtypes
 import numpy as np
 
 from objio import _ziparchive
+from objio._crc import crc32
 from objio._zipwriter import ZipWriter
 from objio.errors import CorruptFileError, UnsafeFileError
 
@@ -57,6 +58,7 @@ _PLAIN_DESCR = re.compile(r"[<>|=]?[biufcSUVmM][0-9]{1,9}(\[[0-9]*[a-zA-Z]{1,2}\
 _OBJECT_DESCR = re.compile(r"[<>|=]?O[0-9]*")
 _NPY_MAGIC = b"\x93NUMPY"
 _NPY_VERSIONS = {b"\x01\x00": ("<H", "latin1"), b"\x02\x00": ("<I", "latin1"), b"\x03\x00": ("<I", "utf8")}
+_NPY_HEADER_LENGTH = {version: struct.Struct(length) for version, (length, _) in _NPY_VERSIONS.items()}
 # The header text numpy (and so objio) writes, matched exactly: parsed without ast, then checked as
 # any header is. Anything else (other spacing, key order, datetime units...) takes ast.literal_eval.
 _INT = r"(?:0|[1-9][0-9]{0,17})"
@@ -177,6 +179,8 @@ class NpzReader:
         # A plain local file is read by several threads at once (see _ziparchive.positional_reader);
         # objio's own wrapper of it (NamedStream) offers the same as ``read_at``.
         self._read_at = getattr(stream, "read_at", None) or _ziparchive.positional_reader(stream)
+        # npy header bytes -> (data bytes, shape, order, dtype), each checked once (see _npy_header)
+        self._known_headers: dict[bytes, tuple[int, tuple[int, ...], Literal["C", "F"], np.dtype]] = {}
         self._size = stream.seek(0, io.SEEK_END)
         self._members, directory_offset = _ziparchive.read_directory(stream, self._size, where)
         self._next_offset = _ziparchive.next_offsets(self._members, directory_offset)
@@ -283,8 +287,14 @@ class NpzReader:
         elif runs and self._read_at is not None:  # a local file: several threads each read and check runs
             from concurrent.futures import ThreadPoolExecutor
 
+            pieces = [self._extent(run) for run in runs]
+
+            def fetch_and_check(index: int) -> dict[int, np.ndarray]:
+                _ziparchive.prefetch_ahead(self._read_at, pieces, index)
+                return self._arrays_in(runs[index], *self._fetch(runs[index]))
+
             with ThreadPoolExecutor(max_workers=_ziparchive.READERS, thread_name_prefix="objio-read") as readers:
-                for checked in readers.map(lambda run: self._arrays_in(run, *self._fetch(run)), runs):
+                for checked in readers.map(fetch_and_check, range(len(runs))):
                     arrays.update(checked)
         elif runs:
             from concurrent.futures import ThreadPoolExecutor  # here, not at import: ~7 ms (issue 10's first call)
@@ -314,10 +324,15 @@ class NpzReader:
             size += self._next_offset[offset] - offset
         return [run for run in runs if len(run) > 1]
 
+    def _extent(self, run: _Run) -> tuple[int, int]:
+        """Where ``run`` starts in the file, and how many bytes it spans (up to the member after its last)."""
+        start = run[0][1].header_offset
+        return start, self._next_offset[run[-1][1].header_offset] - start
+
     def _fetch(self, run: _Run) -> tuple[int, memoryview]:
         """Where ``run`` starts in the file, and its bytes (up to the member after its last), in one read."""
-        start = run[0][1].header_offset
-        end = self._next_offset[run[-1][1].header_offset]
+        start, length = self._extent(run)
+        end = start + length
         raw = _fresh_bytes(end - start + ALIGNMENT)
         skew = (start - raw.ctypes.data) % ALIGNMENT  # so that file offsets and addresses agree modulo ALIGNMENT
         span = raw[skew : skew + end - start].data
@@ -329,20 +344,48 @@ class NpzReader:
         return start, span
 
     def _arrays_in(self, run: _Run, start: int, span: memoryview) -> dict[int, np.ndarray]:
-        """The arrays of ``run``'s members, as views of ``span`` (fetched from byte ``start``), each checked."""
+        """The arrays of ``run``'s members, as views of ``span`` (fetched from byte ``start``), each checked
+        as :meth:`read` checks it: local header, npy header, size and CRC-32."""
         arrays = {}
         for index, member in run:
             name = f"{index}.npy"
-            source = _ziparchive.member_in(span, start, member, self._size, self.where)
-            shape, order, dtype = self._read_header(source, name)
-            data = source.take(source.remaining)
-            source.finish()
-            flat = np.frombuffer(data, dtype=dtype)
-            if flat.ctypes.data % ALIGNMENT:  # not written by objio: give JAX an aligned copy it can adopt
+            data_start, data = _ziparchive.member_in(span, start, member, self._size, self.where)
+            header_size, shape, order, dtype = self._npy_header(data, member, data_start, name)
+            if crc32(data) != member.crc:
+                raise CorruptFileError(
+                    f"{self.where}: {name} fails its CRC-32 check: the data was damaged after it was written; "
+                    f"the file is corrupt",
+                    self.where,
+                    name,
+                )
+            flat = np.frombuffer(data[header_size:], dtype=dtype)
+            if (data_start + header_size) % ALIGNMENT:  # not written by objio: give JAX an aligned copy it can adopt
                 flat = _aligned_empty(shape, dtype).reshape(-1)
-                flat[...] = np.frombuffer(data, dtype=dtype)
+                flat[...] = np.frombuffer(data[header_size:], dtype=dtype)
             arrays[index] = self._true_dtype(index, flat.reshape(shape, order=order))
         return arrays
+
+    def _npy_header(
+        self, data: memoryview, member: _ziparchive.Member, data_start: int, name: str
+    ) -> tuple[int, tuple[int, ...], Literal["C", "F"], np.dtype]:
+        """The npy header's size, shape, order and dtype of the stored member whose bytes are ``data``.
+
+        A file's members mostly share a few headers (one per dtype and shape): each distinct header is
+        parsed and checked once by :meth:`_read_header`, then known by its bytes. The check that depends
+        on the member, its size against the header's, is made for every member.
+        """
+        prefix = bytes(data[: len(_NPY_MAGIC) + 6])
+        length = _NPY_HEADER_LENGTH.get(prefix[len(_NPY_MAGIC) : len(_NPY_MAGIC) + 2])
+        if length is not None and prefix.startswith(_NPY_MAGIC) and len(prefix) == len(_NPY_MAGIC) + 6:
+            size = len(_NPY_MAGIC) + 2 + length.size + length.unpack_from(prefix, len(_NPY_MAGIC) + 2)[0]
+            known = self._known_headers.get(bytes(data[:size]))
+            if known is not None and known[0] == len(data) - size:
+                return size, *known[1:]
+        source = _ziparchive.stream_of(data, member, data_start, self.where)
+        shape, order, dtype = self._read_header(source, name)
+        size = len(data) - source.remaining
+        self._known_headers[bytes(data[:size])] = (source.remaining, shape, order, dtype)
+        return size, shape, order, dtype
 
     def _true_dtype(self, index: int, array: np.ndarray) -> np.ndarray:
         """``array`` viewed as its true dtype if objio.json names one (bfloat16 and friends), else as it is."""
@@ -509,11 +552,18 @@ def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 def _fresh_bytes(nbytes: int) -> np.ndarray:
     """Uninitialised bytes for a read to fill.
 
-    A large buffer is an anonymous mapping of its own rather than ``np.empty``: numpy asks the kernel
-    for transparent huge pages on allocations of 4 MiB and up, and on this kind of machine (page
-    cache full of checkpoints) faulting those in took 0.25-0.65 s per 500 MiB from run to run, against
-    a steady 0.4 s with ordinary pages (issue 10). The mapping is freed with the last array that views it.
+    A large buffer is a private anonymous mapping of its own rather than ``np.empty``: numpy asks the
+    kernel for transparent huge pages on allocations of 4 MiB and up, and on this kind of machine
+    (page cache full of checkpoints) faulting those in took 0.25-0.65 s per 500 MiB from run to run,
+    against a steady 0.3 s with ordinary pages (issue 10). Private, not Python's default of shared:
+    shared anonymous memory is shmem, whose pages cost a third more to fault in. The mapping is freed
+    with the last array that views it.
     """
     if nbytes < _OWN_MAPPING_BYTES:
         return np.empty(nbytes, dtype=np.uint8)
-    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=np.uint8)
+    if not hasattr(mmap, "MAP_PRIVATE"):  # Windows: no flags, and no huge pages to avoid
+        return np.frombuffer(mmap.mmap(-1, nbytes), dtype=np.uint8)
+    buffer = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):  # where the kernel hands out huge pages unasked (THP "always")
+        buffer.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(buffer, dtype=np.uint8)

@@ -145,6 +145,51 @@ def test_damage_inside_a_run_fails_the_crc_of_that_member(monkeypatch: pytest.Mo
         NpzReader(io.BytesIO(raw), "flipped.npz").read_many(list(range(10)))
 
 
+def test_a_run_parses_each_distinct_npy_header_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed: list[str] = []
+    parse = NpzReader._read_header
+
+    def counting_parse(self: NpzReader, source: Any, member: str) -> Any:
+        parsed.append(member)
+        return parse(self, source, member)
+
+    monkeypatch.setattr(NpzReader, "_read_header", counting_parse)
+    arrays = [np.full((8, 8), i, np.float32) for i in range(30)] + [np.arange(5, dtype=np.int64)] * 3
+    reader = NpzReader(io.BytesIO(_npz(arrays)), "shared.npz")
+    parsed.clear()  # names.npy, read when the file is opened
+    got = reader.read_many(list(range(33)))
+    assert parsed == ["0.npy", "30.npy"]  # one per header: float32 (8, 8) and int64 (5,)
+    assert [float(a[0, 0]) for a in got[:30]] == list(range(30))
+    np.testing.assert_array_equal(got[32], np.arange(5))
+
+
+def test_a_member_whose_size_disagrees_with_a_known_header_is_corrupt() -> None:
+    # 2.npy repeats the npy header of its neighbours byte for byte, but holds 4 bytes of data too few:
+    # a header already checked for another member must not vouch for this one's size.
+    raw = _npz([np.arange(10, dtype=np.float32) for _ in range(4)])
+    short = zipfile.ZipFile(io.BytesIO(raw)).read("2.npy")[:-4]
+    damaged = _with_raw_member(raw, "2.npy", short)
+    declared = r"short.npz: 2.npy declares float32 \(10,\) \(40 bytes of data\) but holds 36"
+    with pytest.raises(CorruptFileError, match=declared):
+        NpzReader(io.BytesIO(damaged), "short.npz").read_many(list(range(4)))
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/self/maps (Linux)")
+def test_large_read_buffers_are_private_mappings() -> None:
+    # Python's mmap defaults to shared anonymous memory (shmem), whose pages cost about a third more
+    # to fault in (issue 10); a read buffer is never shared with another process anyway.
+    buffer = codec._fresh_bytes(8 << 20)
+    address = buffer.ctypes.data
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        span, perms = line.split()[:2]
+        low, high = (int(x, 16) for x in span.split("-"))
+        if low <= address < high:
+            assert perms == "rw-p", line
+            break
+    else:
+        pytest.fail("the buffer's mapping is not in /proc/self/maps")
+
+
 def test_a_file_cut_inside_a_run_is_corrupt() -> None:
     raw = _npz([np.arange(1000, dtype=np.float32) for _ in range(10)])
     directory = zipfile.ZipFile(io.BytesIO(raw)).getinfo("9.npy")
@@ -202,6 +247,71 @@ def test_a_local_file_is_read_by_positional_reads_that_give_the_same_arrays(
     for array, expected in zip(got, arrays, strict=True):
         np.testing.assert_array_equal(array, expected)
         assert array.size == 0 or array.ctypes.data % ALIGNMENT == 0
+
+
+class _Announced:
+    """Records what a local load reads and what it announced to the kernel beforehand (prefetch)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.announced: list[tuple[int, int]] = []
+        self.reads: list[tuple[int, int]] = []
+        fill_at = _ziparchive.fill_at
+        prefetch = _ziparchive.PositionalReader.prefetch
+
+        def recording_fill_at(read_at: Any, view: memoryview, offset: int, where: str, member: str) -> None:
+            self.reads.append((offset, len(view)))
+            fill_at(read_at, view, offset, where, member)
+
+        def recording_prefetch(reader: Any, offset: int, length: int) -> None:
+            self.announced.append((offset, length))
+            prefetch(reader, offset, length)
+
+        monkeypatch.setattr(_ziparchive, "fill_at", recording_fill_at)
+        monkeypatch.setattr(_ziparchive.PositionalReader, "prefetch", recording_prefetch)
+
+    def check_every_read_was_announced_once(self) -> None:
+        assert self.reads
+        assert len(set(self.announced)) == len(self.announced)
+        for offset, length in self.reads:
+            assert any(a <= offset and offset + length <= a + n for a, n in self.announced), (offset, length)
+
+
+@pytest.mark.parametrize("ahead_bytes", [1, 4 << 10, 1 << 30])  # one run ahead; four; all of them at once
+def test_a_local_load_announces_each_run_before_reading_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ahead_bytes: int
+) -> None:
+    # Cold loads: the kernel reads the next runs while this one is checked (posix_fadvise WILLNEED).
+    monkeypatch.setattr(codec, "_RUN_BYTES", 2 << 10)  # members lie 1 KiB apart: runs of two
+    monkeypatch.setattr(_ziparchive, "PREFETCH_BYTES", ahead_bytes)
+    record = _Announced(monkeypatch)
+    arrays = [np.full(200, i, np.float32) for i in range(40)]
+    path = _local(tmp_path, "runs.npz", _npz(arrays))
+    wanted = list(range(0, 40, 2)) + list(range(1, 10, 2))  # a subset: nothing else is announced
+    got = objio.load_tree(path)
+    assert len(got) == 40
+    record.announced.clear()
+    record.reads.clear()
+    with open(path, "rb") as f:
+        reader = NpzReader(f, "runs.npz")
+        got_subset = reader.read_many(wanted)
+        last_wanted = max(reader._members[f"{i}.npy"].header_offset for i in wanted)
+    assert [float(a[0]) for a in got_subset] == [float(i) for i in wanted]
+    record.check_every_read_was_announced_once()
+    assert len(record.reads) == 5  # 0-1, 2-3 ... 8-9; the lone even members past 10 are read one by one
+    assert max(offset for offset, _ in record.announced) <= last_wanted
+
+
+def test_a_big_member_of_a_local_file_is_announced_piece_by_piece(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_ziparchive, "_PIPELINE_PIECE", 4096)  # a 64 KiB member goes in 16 pieces
+    monkeypatch.setattr(_ziparchive, "PREFETCH_BYTES", 3 * 4096)
+    record = _Announced(monkeypatch)
+    array = np.random.default_rng(3).standard_normal(1 << 14).astype(np.float32)
+    with open(_local(tmp_path, "big.npz", _npz([array])), "rb") as f:
+        np.testing.assert_array_equal(NpzReader(f, "big.npz").read(0), array)
+    record.check_every_read_was_announced_once()
+    assert len(record.announced) == len(record.reads) == 16
 
 
 def test_damage_in_a_run_of_a_local_file_fails_the_crc_of_that_member(
