@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from typing import IO, Any, BinaryIO, Union, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Union, cast
 
-from objio._host import open_storage
 from objio.progress import Progress, Tracker, track, watched
-from objio.storage import Storage
-from objio.urls import split_location
+from objio.urls import scheme_of, split_location
+
+if TYPE_CHECKING:
+    from objio.storage import Storage
 
 __all__ = ["CountingStream", "FileOrStr", "describe", "open_for_read", "open_for_write", "split_url", "tracked"]
 
@@ -25,6 +26,14 @@ FileOrStr = Union[str, "os.PathLike[str]", IO[bytes]]
 def split_url(location: str | os.PathLike[str], storage_options: dict[str, Any] | None) -> tuple[Storage, str]:
     """The storage of ``location``'s folder and the key of the object in it."""
     root, key = split_location(os.fspath(location))
+    from objio.backends import local
+
+    if scheme_of(root) in local.SCHEMES:
+        # Straight to the built-in backend, as objio.open_storage does for local disk, without even
+        # importing the plugin host: a millisecond of a first local save or load (issue 10).
+        return local.open_local(root, storage_options), key
+    from objio._host import open_storage
+
     return open_storage(root, storage_options), key
 
 
