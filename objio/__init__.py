@@ -34,6 +34,8 @@ from objio.variables import BaseState, BaseVar, RandomState, StateVar, TrainRef,
 
 if TYPE_CHECKING:
     from objio import functional, nn, random, urls
+    from objio import module as module  # public submodules, not in __all__ (as before)
+    from objio import storage as storage
     from objio._host import get_plugin_manager, open_storage
     from objio.hookspecs import hookimpl
     from objio.io.checkpoint import Checkpoint
@@ -55,10 +57,12 @@ _LAZY = {
     "get_plugin_manager": "objio._host",
     "hookimpl": "objio.hookspecs",
     "load_tree": "objio.tree",
+    "module": "objio.module",
     "nn": "objio.nn",
     "open_storage": "objio._host",
     "random": "objio.random",
     "save_tree": "objio.tree",
+    "storage": "objio.storage",
     "urls": "objio.urls",
 }
 

@@ -125,3 +125,22 @@ def test_a_safetensors_file_is_still_told_from_an_npz_by_its_content(tmp_path: P
     objio.save_tree(path, {"w": np.arange(3.0)}, format="safetensors")
     loaded = objio.load_tree(path)
     assert list(loaded) == ["w"] and loaded["w"].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_names_imported_on_first_use_are_the_same_objects_and_all_listed(tmp_path: Path) -> None:
+    stages = _modules_after(
+        """
+        import objio
+        assert set(objio.__all__) | {"module", "storage", "errors", "variables", "var_collection"} <= set(dir(objio))
+        stage("dir")
+        assert objio.nn is sys.modules["objio.nn"] and objio.nn.Linear(2, 1).w.value.shape == (2, 1)
+        assert objio.module is sys.modules["objio.module"] and objio.Module is objio.module.Module
+        assert objio.storage.Capabilities is objio.Capabilities and objio.Storage is objio.storage.Storage
+        assert objio.open_storage is sys.modules["objio._host"].open_storage
+        assert all(getattr(objio, name) is not None for name in objio.__all__)
+        stage("all")
+        """,
+        tmp_path,
+    )
+    assert _unwanted(stages["dir"]) == []  # dir() lists the lazy names without importing them
+    assert {"objio.nn", "objio.module", "objio.storage", "objio._host", "objio.tree"} <= set(stages["all"])
