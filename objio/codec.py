@@ -52,16 +52,34 @@ _TRUST_DEFLATED_BYTES = 1 << 20
 _OWN_MAPPING_BYTES = 4 << 20  # from this size a read's buffer is mapped without huge pages (_fresh_bytes)
 _MAX_NPY_HEADER = 10_000  # np.load's own limit (max_header_size): Objax could not read a longer one
 _MAX_DIMS = 64 if int(np.__version__.split(".")[0]) >= 2 else 32  # np.lib.NumpyVersion: 0.4 ms (issue 10)
+
+
+class _Pattern:
+    """A regular expression compiled when first matched: compiling this module's three at import was
+    1 ms of every first save, which never reads an npy header (issue 10)."""
+
+    __slots__ = ("_compiled", "_text")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._compiled: re.Pattern[str] | None = None
+
+    def fullmatch(self, string: str) -> re.Match[str] | None:
+        if self._compiled is None:
+            self._compiled = re.compile(self._text)
+        return self._compiled.fullmatch(string)
+
+
 # The descr of a plain dtype as numpy writes it: byte order, kind, size, and a unit for datetimes.
-_PLAIN_DESCR = re.compile(r"[<>|=]?[biufcSUVmM][0-9]{1,9}(\[[0-9]*[a-zA-Z]{1,2}\])?")
-_OBJECT_DESCR = re.compile(r"[<>|=]?O[0-9]*")
+_PLAIN_DESCR = _Pattern(r"[<>|=]?[biufcSUVmM][0-9]{1,9}(\[[0-9]*[a-zA-Z]{1,2}\])?")
+_OBJECT_DESCR = _Pattern(r"[<>|=]?O[0-9]*")
 _NPY_MAGIC = b"\x93NUMPY"
 _NPY_VERSIONS = {b"\x01\x00": ("<H", "latin1"), b"\x02\x00": ("<I", "latin1"), b"\x03\x00": ("<I", "utf8")}
 _NPY_HEADER_LENGTH = {version: struct.Struct(length) for version, (length, _) in _NPY_VERSIONS.items()}
 # The header text numpy (and so objio) writes, matched exactly: parsed without ast, then checked as
 # any header is. Anything else (other spacing, key order, datetime units...) takes ast.literal_eval.
 _INT = r"(?:0|[1-9][0-9]{0,17})"
-_CANONICAL_HEADER = re.compile(
+_CANONICAL_HEADER = _Pattern(
     r"\{'descr': '([<>|=]?[biufcSUV][0-9]{1,9})', 'fortran_order': (False|True), "
     rf"'shape': \((|{_INT},|{_INT}(?:, {_INT})+)\), \}} *\n"
 )
