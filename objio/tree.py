@@ -28,10 +28,10 @@ import numpy as np
 from jax import tree_util
 
 from objio.codec import write_npz
-from objio.io._arrays import ArrayReader, check_metadata, open_arrays, read_arrays
+from objio.io._arrays import ArrayReader, open_arrays, read_arrays
 from objio.io._duck import is_var_collection, is_variable
 from objio.io._files import FileOrStr, describe, open_for_write, split_url
-from objio.io.save_load import checked, raise_missing, to_devices
+from objio.io.save_load import check_metadata, checked, raise_missing, to_devices
 from objio.progress import Progress
 from objio.storage import Storage, join_url
 

@@ -92,6 +92,7 @@ def test_import_and_a_first_local_save_and_load_import_only_what_they_need(tmp_p
     # The local path's own modules are there, and nothing of objio's beyond what import needs at import.
     assert {"objio.codec", "objio.io.save_load", "objio.variables"} <= set(stages["import"])
     assert "objio.backends.local" not in stages["import"] and "objio.backends.local" in stages["save"]
+    assert "objio.io._arrays" not in stages["save"] and "objio.io._arrays" in stages["load_var_collection"]
     assert "objio.tree" not in stages["load_var_collection"] and "objio.tree" in stages["load_tree"]
 
 

@@ -7,7 +7,6 @@ Every reader gives ``names``, ``read(index)`` (only that array's bytes), ``user_
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from typing import Any, BinaryIO, Protocol
@@ -18,7 +17,7 @@ from objio.codec import NpzReader
 from objio.io._files import FileOrStr, describe, open_for_read
 from objio.progress import Progress
 
-__all__ = ["ArrayReader", "check_metadata", "open_arrays", "read_arrays"]
+__all__ = ["ArrayReader", "open_arrays", "read_arrays"]
 
 
 class ArrayReader(Protocol):
@@ -88,21 +87,3 @@ def _local_path(file: FileOrStr) -> str | None:
     elif "://" in text:
         return None
     return text if os.path.isfile(text) else None
-
-
-def check_metadata(metadata: Any) -> dict[str, Any] | None:
-    """``metadata`` after checking that it is a JSON-serialisable dict (before anything is written).
-
-    :raises TypeError: not a dict, or a value JSON cannot represent (the message names it).
-    """
-    if metadata is None:
-        return None
-    if not isinstance(metadata, dict):
-        raise TypeError(f"metadata must be a dict of JSON-serialisable values, got {type(metadata).__name__}")
-    try:
-        text = json.dumps(metadata)
-    except (TypeError, ValueError) as e:
-        raise TypeError(
-            f"metadata must be JSON-serialisable ({e}); convert arrays with .tolist() and numpy scalars with float()"
-        ) from e
-    return dict(json.loads(text))  # what a reader will get back (tuples become lists, keys become str)

@@ -26,12 +26,11 @@ from objio.errors import (
     StoragePermissionError,
     StorageUnavailableError,
 )
-from objio.io._arrays import check_metadata
 from objio.io._duck import is_var_collection, unique_targets
 from objio.io._files import FileOrStr, NamedStream, split_url, tracked
 from objio.io.background import BackgroundWrite
 from objio.io.retention import RetentionPolicy, best_indices, score_of
-from objio.io.save_load import load_var_collection, read_metadata, save_var_collection
+from objio.io.save_load import check_metadata, load_var_collection, read_metadata, save_var_collection
 from objio.io.snapshot import snapshot_collection, snapshot_tree
 from objio.multihost import delete_sharded, save_sharded
 from objio.multihost._layout import is_multihost_metadata

@@ -6,6 +6,7 @@ A collection is objio's :class:`~objio.VarCollection` or Objax's own (recognised
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -14,12 +15,14 @@ import numpy as np
 
 from objio.codec import write_npz
 from objio.errors import DtypeMismatchError, MissingVariablesError, ShapeMismatchError
-from objio.io._arrays import check_metadata, open_arrays, read_arrays
 from objio.io._duck import is_var_collection, names_by_target, unique_targets
 from objio.io._files import FileOrStr, describe, open_for_write
 from objio.progress import Progress
 
 __all__ = ["load_var_collection", "read_metadata", "save_var_collection"]
+
+# The readers (objio.io._arrays) are imported by the loads below, not here: a save never needs them,
+# and every module on its path is a fraction of a millisecond of a first save (issue 10).
 
 
 def save_var_collection(
@@ -65,6 +68,8 @@ def read_metadata(file: FileOrStr, *, storage_options: dict[str, Any] | None = N
     >>> objio.read_metadata('memory://doc/meta.npz')
     {'step': 7, 'val_loss': 0.25}
     """
+    from objio.io._arrays import open_arrays
+
     with open_arrays(file, storage_options) as reader:
         return reader.user_metadata
 
@@ -97,6 +102,8 @@ def load_var_collection(
     :raises DtypeMismatchError: (a TypeError) a stored dtype cannot be cast as described above.
     :raises CorruptFileError: the file is not a valid checkpoint.
     """
+    from objio.io._arrays import open_arrays, read_arrays
+
     where = describe(file)
     _require_collection(vc, file, "load_tree")
     rename = renamer or (lambda name: name)
@@ -122,6 +129,24 @@ def load_var_collection(
     placed = to_devices([value for _, value in values], [var.value for var, _ in values])
     for (var, _), value in zip(values, placed, strict=True):
         var.assign(value, check=False)
+
+
+def check_metadata(metadata: Any) -> dict[str, Any] | None:
+    """``metadata`` after checking that it is a JSON-serialisable dict (before anything is written).
+
+    :raises TypeError: not a dict, or a value JSON cannot represent (the message names it).
+    """
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict of JSON-serialisable values, got {type(metadata).__name__}")
+    try:
+        text = json.dumps(metadata)
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"metadata must be JSON-serialisable ({e}); convert arrays with .tolist() and numpy scalars with float()"
+        ) from e
+    return dict(json.loads(text))  # what a reader will get back (tuples become lists, keys become str)
 
 
 def _require_collection(vc: object, file: FileOrStr, tree_function: str) -> None:
