@@ -76,13 +76,6 @@ _OBJECT_DESCR = _Pattern(r"[<>|=]?O[0-9]*")
 _NPY_MAGIC = b"\x93NUMPY"
 _NPY_VERSIONS = {b"\x01\x00": ("<H", "latin1"), b"\x02\x00": ("<I", "latin1"), b"\x03\x00": ("<I", "utf8")}
 _NPY_HEADER_LENGTH = {version: struct.Struct(length) for version, (length, _) in _NPY_VERSIONS.items()}
-# The header text numpy (and so objio) writes, matched exactly: parsed without ast, then checked as
-# any header is. Anything else (other spacing, key order, datetime units...) takes ast.literal_eval.
-_INT = r"(?:0|[1-9][0-9]{0,17})"
-_CANONICAL_HEADER = _Pattern(
-    r"\{'descr': '([<>|=]?[biufcSUV][0-9]{1,9})', 'fortran_order': (False|True), "
-    rf"'shape': \((|{_INT},|{_INT}(?:, {_INT})+)\), \}} *\n"
-)
 # Bytes fetched with a member's local header: its npy header, and all of a small member, in one read.
 # Small, because what is fetched this way is copied once more into the array.
 _PREFETCH = 4 << 10
@@ -512,14 +505,15 @@ class NpzReader:
         descr, fortran_order, shape = header["descr"], header["fortran_order"], header["shape"]
         if not isinstance(descr, str):
             raise self._bad_header(member, f"descr {descr!r:.80} is not a plain dtype (structured arrays are refused)")
-        if _OBJECT_DESCR.fullmatch(descr):
+        if not _simple_descr(descr) and _OBJECT_DESCR.fullmatch(descr):
             raise UnsafeFileError(
                 f"{self.where}: {member} holds Python objects ({descr}); objio never unpickles, "
                 f"so it refuses to load it. Only load files from sources you trust.",
                 self.where,
                 member,
             )
-        if not _PLAIN_DESCR.fullmatch(descr):  # also keeps numpy's deprecated aliases ('a') from warning
+        # The pattern also keeps numpy's deprecated aliases ('a') from warning.
+        if not _simple_descr(descr) and not _PLAIN_DESCR.fullmatch(descr):
             raise self._bad_header(member, f"descr {descr!r:.80} is not a plain dtype as numpy writes one")
         try:
             dtype = np.dtype(descr)
@@ -540,19 +534,62 @@ class NpzReader:
 
 
 def _parse_header_text(text: str) -> object:
-    """The Python literal in an npy header: numpy's own layout by a regular expression, else ast's parser.
+    """The Python literal in an npy header: numpy's own layout by :func:`_parse_canonical`, else ast's parser.
 
-    Both give the same dict for the texts the expression matches; the caller checks either the same way.
+    Both give the same dict for the texts the first accepts; the caller checks either the same way.
     """
-    canonical = _CANONICAL_HEADER.fullmatch(text)
-    if canonical is None:
-        return ast.literal_eval(text)
-    descr, fortran_order, shape = canonical.groups()
-    return {
-        "descr": descr,
-        "fortran_order": fortran_order == "True",
-        "shape": tuple(int(n) for n in shape.rstrip(",").split(", ") if n),
-    }
+    canonical = _parse_canonical(text)
+    return ast.literal_eval(text) if canonical is None else canonical
+
+
+_CANONICAL_START = "{'descr': '"
+_CANONICAL_ORDER = {"', 'fortran_order': False, 'shape': (": False, "', 'fortran_order': True, 'shape': (": True}
+_MAX_INT_DIGITS = 18  # a dimension of up to 18 digits, as numpy writes it (no sign, no leading zero)
+
+
+def _parse_canonical(text: str) -> dict[str, Any] | None:
+    """The header dict if ``text`` is exactly as numpy writes one, else ``None``.
+
+    ``{'descr': '<f4', 'fortran_order': False, 'shape': (768, 1), }``, padded with spaces and ended by
+    a newline, where the descr is a plain dtype without a unit (:func:`_simple_descr`). Plain string
+    tests, not a regular expression: compiling one was most of the first load's own time (issue 10).
+    """
+    if not text.startswith(_CANONICAL_START):
+        return None
+    descr_end = text.find("'", len(_CANONICAL_START))
+    descr = text[len(_CANONICAL_START) : descr_end]
+    if descr_end < 0 or not _simple_descr(descr):
+        return None
+    shape_start = text.find("(", descr_end)
+    fortran_order = _CANONICAL_ORDER.get(text[descr_end : shape_start + 1])
+    shape_end = text.find(")", shape_start)
+    if shape_start < 0 or fortran_order is None or shape_end < 0:
+        return None
+    if not text.startswith("), }", shape_end) or text[shape_end + 4 :].lstrip(" ") != "\n":
+        return None
+    dims = text[shape_start + 1 : shape_end]
+    if dims.endswith(","):  # one dimension is written "(5,)"
+        parts = [dims[:-1]]
+    else:  # none "()", or several "(5, 6)"
+        parts = dims.split(", ") if dims else []
+        if len(parts) == 1:
+            return None
+    if not all(_is_dimension(part) for part in parts):
+        return None
+    return {"descr": descr, "fortran_order": fortran_order, "shape": tuple(int(part) for part in parts)}
+
+
+def _is_dimension(text: str) -> bool:
+    """``text`` is a non-negative int as Python writes one: ASCII digits, no leading zero, at most 18."""
+    return 0 < len(text) <= _MAX_INT_DIGITS and text.isascii() and text.isdigit() and (text[0] != "0" or len(text) == 1)
+
+
+def _simple_descr(descr: str) -> bool:
+    """``descr`` is a plain dtype as numpy writes one, without a unit: an optional byte order, one of
+    the kinds ``biufcSUV`` and a size of 1 to 9 digits (``'<f4'``, ``'|b1'``, ``'<U7'``)."""
+    kind = 1 if descr[:1] in ("<", ">", "|", "=") else 0
+    size = descr[kind + 1 :]
+    return len(descr) > kind and descr[kind] in "biufcSUV" and 0 < len(size) <= 9 and size.isascii() and size.isdigit()
 
 
 def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import gzip
 import io
+import re
 import threading
 import zipfile
 from pathlib import Path
@@ -45,7 +46,7 @@ def test_numpy_headers_take_the_fast_parse_and_it_agrees_with_ast(
     descr: str, fortran_order: bool, shape: tuple[int, ...]
 ) -> None:
     text = _header_text(descr, fortran_order, shape)
-    assert codec._CANONICAL_HEADER.fullmatch(text) is not None
+    assert codec._parse_canonical(text) is not None
     parsed = codec._parse_header_text(text)
     assert parsed == ast.literal_eval(text)
     assert type(parsed["shape"]) is tuple  # type: ignore[index]
@@ -62,7 +63,54 @@ def test_numpy_headers_take_the_fast_parse_and_it_agrees_with_ast(
     ],
 )
 def test_other_headers_go_to_the_strict_parser(text: str) -> None:
-    assert codec._CANONICAL_HEADER.fullmatch(text) is None
+    assert codec._parse_canonical(text) is None
+
+
+# The layout that _parse_canonical accepts, as a regular expression: the specification it is checked against.
+_INT = r"(?:0|[1-9][0-9]{0,17})"
+_CANONICAL = re.compile(
+    r"\{'descr': '([<>|=]?[biufcSUV][0-9]{1,9})', 'fortran_order': (False|True), "
+    rf"'shape': \((|{_INT},|{_INT}(?:, {_INT})+)\), \}} *\n"
+)
+
+
+def _by_the_specification(text: str) -> dict[str, Any] | None:
+    match = _CANONICAL.fullmatch(text)
+    if match is None:
+        return None
+    descr, fortran_order, shape = match.groups()
+    dims = tuple(int(n) for n in shape.rstrip(",").split(", ") if n)
+    return {"descr": descr, "fortran_order": fortran_order == "True", "shape": dims}
+
+
+def test_the_canonical_parse_accepts_exactly_its_specification() -> None:
+    rng = np.random.default_rng(7)
+    alphabet = list("{}()[]',: 0123456789<>|=biufcSUVOMmTrueFalsdhp\n\t\u00b2\u0661")
+    seeds = [
+        _header_text(descr, fortran_order, shape)
+        for descr in ["<f4", "|b1", ">c16", "<U123456789", "|V2", "<M8[s]", "|O"]
+        for fortran_order in (False, True)
+        for shape in [(), (0,), (7,), (12, 0, 3), (10**17, 1)]
+    ]
+    checked = 0
+    for seed in seeds:
+        texts = [seed]
+        for _ in range(150):  # deletions, insertions and replacements at random places
+            chars = list(seed)
+            for _ in range(int(rng.integers(1, 3))):
+                at = int(rng.integers(0, len(chars)))
+                action = rng.integers(0, 3)
+                if action == 0 and len(chars) > 1:
+                    del chars[at]
+                elif action == 1:
+                    chars.insert(at, str(rng.choice(alphabet)))
+                else:
+                    chars[at] = str(rng.choice(alphabet))
+            texts.append("".join(chars))
+        for text in texts:
+            assert codec._parse_canonical(text) == _by_the_specification(text), repr(text)
+            checked += 1
+    assert checked == len(seeds) * 151
 
 
 def _with_raw_member(raw: bytes, member: str, payload: bytes) -> bytes:
