@@ -14,6 +14,7 @@ from objio.backends import local
 
 STEP = 16 << 10  # above BufferedWriter's 8 KiB buffer: each piece reaches the file as it is written
 WINDOW = 4 * STEP
+ALIGN = 4096
 WAIT = 1 | 2 | 4  # SYNC_FILE_RANGE_WAIT_BEFORE | WRITE | WAIT_AFTER
 WRITE = 2
 
@@ -35,6 +36,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> _Recorder:
     recorder = _Recorder()
     monkeypatch.setattr(local, "WRITEBACK_STEP", STEP)
     monkeypatch.setattr(local, "WRITEBACK_WINDOW", WINDOW)
+    monkeypatch.setattr(local, "_WRITEBACK_ALIGN", ALIGN)
     monkeypatch.setattr(local, "_sync_file_range", lambda: recorder)
     return recorder
 
@@ -58,6 +60,19 @@ def test_a_large_write_is_handed_to_the_disk_in_steps_and_waited_for_a_window_be
     assert waited == [(i * STEP, STEP) for i in range(6)]
     assert len(recorder.calls) == 16
     assert (tmp_path / "big.bin").read_bytes() == data
+
+
+def test_handed_ranges_end_on_a_folio_boundary_never_inside_one_still_being_filled(
+    tmp_path: Path, recorder: _Recorder
+) -> None:
+    # Pieces of STEP + 100 bytes: every step ends 100, 200 ... bytes past an ALIGN boundary.
+    data = np.random.default_rng(2).integers(0, 256, 6 * (STEP + 100), dtype=np.uint8).tobytes()
+    _write(objio.open_storage(tmp_path), "odd.bin", data, piece=STEP + 100)
+    handed = [(offset, length) for offset, length, flags in recorder.calls if flags == WRITE]
+    assert handed and all((offset + length) % ALIGN == 0 for offset, length in handed)
+    assert all(a[0] + a[1] == b[0] for a, b in zip(handed, handed[1:], strict=False))  # no gap, no overlap
+    assert handed[0][0] == 0 and handed[-1][0] + handed[-1][1] == len(data) - len(data) % ALIGN
+    assert (tmp_path / "odd.bin").read_bytes() == data
 
 
 def test_a_write_smaller_than_a_step_never_asks(tmp_path: Path, recorder: _Recorder) -> None:
@@ -116,6 +131,7 @@ def test_the_real_sync_file_range_is_found_and_used_on_linux(tmp_path: Path, mon
     assert local._sync_file_range() is not None
     monkeypatch.setattr(local, "WRITEBACK_STEP", STEP)
     monkeypatch.setattr(local, "WRITEBACK_WINDOW", WINDOW)
+    monkeypatch.setattr(local, "_WRITEBACK_ALIGN", ALIGN)
     data = np.random.default_rng(1).integers(0, 256, 9 * STEP + 5, dtype=np.uint8).tobytes()
     _write(objio.open_storage(tmp_path), "m.bin", data, piece=1000)
     assert (tmp_path / "m.bin").read_bytes() == data

@@ -60,6 +60,10 @@ _TEMP_RANDOM_HEX = 12
 # dirty pages. A smaller save never reaches the first step and pays nothing.
 WRITEBACK_STEP = 8 << 20
 WRITEBACK_WINDOW = 64 << 20
+# A range handed to the disk ends on a multiple of this (the largest page-cache folio on x86, 2 MiB,
+# and a multiple of every page size), never inside a folio that the next write still fills: that
+# folio would be written to disk twice.
+_WRITEBACK_ALIGN = 2 << 20
 # sync_file_range's flags (linux/fs.h); it is not in the os module.
 _SYNC_FILE_RANGE_WAIT_BEFORE = 1
 _SYNC_FILE_RANGE_WRITE = 2
@@ -312,12 +316,13 @@ class _WritebackFile(io.FileIO):
         return written
 
     def _start_writeback(self) -> None:
-        """Hand [handed, written) to the disk; wait for what was handed more than a window ago."""
-        fd, handed, written = self.fileno(), self._handed, self._written
-        if not self._sync(fd, handed, written - handed, _SYNC_FILE_RANGE_WRITE):
+        """Hand [handed, written) to the disk, up to a folio boundary; wait for what was handed a window ago."""
+        fd, handed = self.fileno(), self._handed
+        end = self._written - self._written % _WRITEBACK_ALIGN
+        if end <= handed or not self._sync(fd, handed, end - handed, _SYNC_FILE_RANGE_WRITE):
             return
-        self._handed = written
-        settled = written - WRITEBACK_WINDOW
+        self._handed = end
+        settled = end - WRITEBACK_WINDOW
         if settled > self._waited:
             flags = _SYNC_FILE_RANGE_WAIT_BEFORE | _SYNC_FILE_RANGE_WRITE | _SYNC_FILE_RANGE_WAIT_AFTER
             if self._sync(fd, self._waited, settled - self._waited, flags):
