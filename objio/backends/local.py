@@ -5,7 +5,7 @@ it, ``os.replace`` it over the target (or ``os.link`` it, which fails if the tar
 create-only), then fsync the folder so the new name survives a power cut. The temp file lives in
 the same folder because a rename is atomic only within one file system. While a large save is still
 being written, the disk is already asked to write what came before (``_WritebackFile``), so the
-fsync at the end waits for the last few MiB, not for the whole checkpoint. A writer holds a lock on
+fsync at the end has less left to write. A writer holds a lock on
 its temp file, so the next writer in that folder can tell a killed writer's leftovers from a live
 writer's file and delete them at once.
 
@@ -291,13 +291,15 @@ def _create_locked_temp_file(folder: str, name: str) -> tuple[str, BinaryIO, boo
 class _WritebackFile(io.FileIO):
     """A new file (created exclusively) that starts the disk writing its data while more is written.
 
-    Without it, a 1 GiB checkpoint sits in the page cache until the final fsync (the kernel's own
+    Without it, a checkpoint sits in the page cache until the final fsync (the kernel's own
     writeback starts only at 10% of memory dirty, or after 30 s), so a save took the time to
-    compute and copy it plus the time to write it. Every :data:`WRITEBACK_STEP` bytes, the step
-    just written is handed to the disk, and what was handed more than :data:`WRITEBACK_WINDOW`
-    bytes ago is waited for (``sync_file_range``; Linux only, elsewhere nothing happens). Its
-    errors are raised here: a write error that ``sync_file_range`` reports is not reported again
-    by the fsync that follows, so ignoring it could commit a damaged checkpoint.
+    compute and copy it plus the time to write it. Every :data:`WRITEBACK_STEP` bytes, what was
+    written is handed to the disk (up to a folio boundary), and what was handed more than
+    :data:`WRITEBACK_WINDOW` bytes ago is waited for (``sync_file_range``; Linux only, elsewhere
+    nothing happens). Measured on a virtual disk (issue 10): 500 MiB of small arrays saved in
+    0.8-0.9x the time without it, 1 GiB of large ones in about the same time (that disk's final
+    flush dominates). Its errors are raised here: a write error that ``sync_file_range`` reports is
+    not reported again by the fsync that follows, so ignoring it could commit a damaged checkpoint.
     """
 
     def __init__(self, path: str) -> None:
