@@ -7,6 +7,9 @@ whose size is known before their first byte, names in ASCII, fixed timestamps (s
 equal bytes). Each member's CRC-32 is unknown until its data has passed, and the stream cannot seek
 back (an object store's upload cannot), so it follows the data in a data descriptor, as zip allows.
 
+The CRC of a large write is computed in a thread beside the write calls that copy it into the
+stream (both release the GIL), so it costs no time where a second core is free.
+
 Records follow zipfile's choices (its zip64 threshold of 2 GiB - 1, Unix permissions 0600), so
 every zip reader that reads zipfile's files reads these. Small pieces (headers, small arrays) are
 gathered into one buffer and written together; large data goes to the stream as it is, in slices
@@ -18,7 +21,7 @@ from __future__ import annotations
 import struct
 from typing import BinaryIO
 
-from objio._crc import crc32
+from objio._crc import crc32, crc32_combine
 
 __all__ = ["CHUNK", "ZIP64_LIMIT", "ZipWriter"]
 
@@ -26,6 +29,9 @@ CHUNK = 16 << 20  # the most bytes handed to one write call: bounds any copy the
 ZIP64_LIMIT = (1 << 31) - 1  # zipfile's: above it a size or offset moves to a zip64 field
 _GATHER = 1 << 20  # small pieces are buffered up to this many bytes before one write call
 _DIRECT = 64 << 10  # data of at least this many bytes is written from the caller's buffer, never copied
+# Data of at least this many bytes has its CRC computed in a thread while it is written: starting a
+# thread (~0.1 ms) is then small beside the CRC (~1.8 ms at 9 GB/s) and the write.
+_CRC_BESIDE = 16 << 20
 _PADDING_EXTRA_ID = 0xD935  # the extra-field id zip aligners use for padding; readers skip it
 _ZIP64_EXTRA_ID = 0x0001
 _DEFAULT_VERSION = 20
@@ -109,14 +115,38 @@ class ZipWriter:
         if len(view) > self._left:
             raise ValueError(f"member {self._name.decode()} was begun with {self._size} bytes but is given more")
         self._left -= len(view)
-        self._crc = crc32(view, self._crc)
         if len(view) < _DIRECT:
+            self._crc = crc32(view, self._crc)
             self._put(view)
             return
         self._flush()
+        if len(view) >= _CRC_BESIDE and crc32_combine is not None:
+            self._crc = crc32_combine(self._crc, self._write_computing_crc(view), len(view))
+        else:
+            self._crc = crc32(view, self._crc)
+            self._write_pieces(view)
+        self._offset += len(view)
+
+    def _write_computing_crc(self, view: memoryview) -> int:
+        """Write ``view`` while a thread computes its CRC (from 0); return that CRC."""
+        import threading
+
+        crcs: list[int] = []
+        thread = threading.Thread(target=lambda: crcs.append(crc32(view)), name="objio-crc", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had (a process at its limit): compute it here
+            self._write_pieces(view)
+            return crc32(view)
+        try:
+            self._write_pieces(view)
+        finally:
+            thread.join()
+        return crcs[0]
+
+    def _write_pieces(self, view: memoryview) -> None:
         for start in range(0, len(view), CHUNK):
             self._write_all(view[start : start + CHUNK])
-        self._offset += len(view)
 
     def end(self) -> None:
         """Finish the member: its data descriptor now, its directory entry for :meth:`close`."""

@@ -232,3 +232,50 @@ def test_a_raw_stream_that_takes_part_of_each_write_still_gets_every_byte() -> N
     stream = _Trickling()
     write_npz(stream, ["v0", "v1"], arrays)  # type: ignore[arg-type]
     assert stream.getvalue() == _npz(arrays)
+
+
+def _member_in_pieces(pieces: list[bytes]) -> bytes:
+    out = io.BytesIO()
+    writer = ZipWriter(out)  # type: ignore[arg-type]
+    writer.begin("m.bin", sum(map(len, pieces)))
+    for piece in pieces:
+        writer.write(piece)
+    writer.end()
+    writer.close()
+    return out.getvalue()
+
+
+def test_the_crc_of_a_large_write_computed_in_a_thread_chains_with_the_small_writes_around_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_zipwriter, "_CRC_BESIDE", 1 << 17)
+    rng = np.random.default_rng(3)
+    pieces = [rng.bytes(100), rng.bytes(1 << 18), rng.bytes(7), rng.bytes(1 << 17), rng.bytes(70_000)]
+    sizes: list[int] = []
+    original = _zipwriter.ZipWriter._write_computing_crc
+
+    def counting(self: ZipWriter, view: memoryview) -> int:
+        sizes.append(len(view))
+        return original(self, view)
+
+    monkeypatch.setattr(_zipwriter.ZipWriter, "_write_computing_crc", counting)
+    raw = _member_in_pieces(pieces)
+    assert sizes == [1 << 18, 1 << 17]  # the two large writes, not the small ones
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        assert archive.testzip() is None
+        assert archive.getinfo("m.bin").CRC == zlib.crc32(b"".join(pieces))
+        assert archive.read("m.bin") == b"".join(pieces)
+
+
+def test_where_no_thread_can_start_the_crc_is_computed_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(_zipwriter, "_CRC_BESIDE", 1 << 17)
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    pieces = [b"a" * 10, np.random.default_rng(4).bytes(1 << 18)]
+    raw = _member_in_pieces(pieces)
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        assert archive.getinfo("m.bin").CRC == zlib.crc32(b"".join(pieces))

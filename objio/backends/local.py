@@ -3,7 +3,9 @@
 A commit is the classic durable rename: write a hidden temp file in the target's own folder, fsync
 it, ``os.replace`` it over the target (or ``os.link`` it, which fails if the target exists, for
 create-only), then fsync the folder so the new name survives a power cut. The temp file lives in
-the same folder because a rename is atomic only within one file system. A writer holds a lock on
+the same folder because a rename is atomic only within one file system. While a large save is still
+being written, the disk is already asked to write what came before (``_WritebackFile``), so the
+fsync at the end has less left to write. A writer holds a lock on
 its temp file, so the next writer in that folder can tell a killed writer's leftovers from a live
 writer's file and delete them at once.
 
@@ -15,13 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
+import io
 import os
 import secrets
 import stat
+import sys
 import time
-from collections.abc import Iterator
-from typing import Any, BinaryIO
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 try:
     import fcntl
@@ -32,6 +37,9 @@ from objio.backends._oserrors import FULL_ERRNOS, translate_os_errors, translate
 from objio.errors import ObjectExistsError, StorageError, StorageOptionsError
 from objio.storage import Capabilities, check_key, join_url
 from objio.urls import local_path
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 #: The schemes this backend serves: local paths (``""``) and ``file://`` URLs. objio.open_storage serves
 #: them without the plugin manager (its hook, in objio._builtins, is tryfirst).
@@ -46,6 +54,22 @@ STALE_TEMP_SECONDS = 15 * 60.0
 # The longest file name most file systems take (NAME_MAX), in bytes.
 NAME_MAX = 255
 _TEMP_RANDOM_HEX = 12
+# Every WRITEBACK_STEP bytes a writer asks the kernel to start writing them to disk, and waits for
+# what it handed over more than WRITEBACK_WINDOW bytes ago: the disk works while the save computes,
+# with enough in flight to keep its queue full, and a save never holds more than about a window of
+# dirty pages. A smaller save never reaches the first step and pays nothing.
+WRITEBACK_STEP = 8 << 20
+WRITEBACK_WINDOW = 64 << 20
+# A range handed to the disk ends on a multiple of this (the largest page-cache folio on x86, 2 MiB,
+# and a multiple of every page size), never inside a folio that the next write still fills: that
+# folio would be written to disk twice.
+_WRITEBACK_ALIGN = 2 << 20
+# sync_file_range's flags (linux/fs.h); it is not in the os module.
+_SYNC_FILE_RANGE_WAIT_BEFORE = 1
+_SYNC_FILE_RANGE_WRITE = 2
+_SYNC_FILE_RANGE_WAIT_AFTER = 4
+# sync_file_range's answers that mean "not here" (a file system or kernel without it): the writer stops asking.
+_UNSUPPORTED_ERRNOS = frozenset((errno.ENOSYS, errno.EINVAL, errno.ESPIPE, errno.EOPNOTSUPP))
 
 
 def open_local(url: str, options: dict[str, Any] | None) -> LocalStorage:
@@ -247,10 +271,11 @@ def _create_locked_temp_file(folder: str, name: str) -> tuple[str, BinaryIO, boo
     while True:
         temp = os.path.join(folder, _temp_name(name))
         try:
-            file = open(temp, "xb")  # the caller closes it
+            raw = _WritebackFile(temp)
         except FileNotFoundError:  # the folder is missing: made only now, to spare every save its checks
             os.makedirs(folder, exist_ok=True)
-            file = open(temp, "xb")
+            raw = _WritebackFile(temp)
+        file: BinaryIO = io.BufferedWriter(raw)  # type: ignore[assignment]  # the caller closes it
         try:
             locked = _lock_as_alive(file)
             if not locked or os.fstat(file.fileno()).st_nlink > 0:
@@ -261,6 +286,83 @@ def _create_locked_temp_file(folder: str, name: str) -> tuple[str, BinaryIO, boo
                 os.unlink(temp)
             raise
         file.close()
+
+
+class _WritebackFile(io.FileIO):
+    """A new file (created exclusively) that starts the disk writing its data while more is written.
+
+    Without it, a checkpoint sits in the page cache until the final fsync (the kernel's own
+    writeback starts only at 10% of memory dirty, or after 30 s), so a save took the time to
+    compute and copy it plus the time to write it. Every :data:`WRITEBACK_STEP` bytes, what was
+    written is handed to the disk (up to a folio boundary), and what was handed more than
+    :data:`WRITEBACK_WINDOW` bytes ago is waited for (``sync_file_range``; Linux only, elsewhere
+    nothing happens). Measured on a virtual disk (issue 10): 500 MiB of small arrays saved in
+    0.8-0.9x the time without it, 1 GiB of large ones in about the same time (that disk's final
+    flush dominates). Its errors are raised here: a write error that ``sync_file_range`` reports is
+    not reported again by the fsync that follows, so ignoring it could commit a damaged checkpoint.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "xb")
+        self._written = 0  # bytes written so far: a writer that seeks makes the ranges below inexact, never wrong
+        self._handed = 0  # bytes before this offset have been handed to the disk
+        self._waited = 0  # bytes before this offset are on the disk (or failed loudly)
+        self._writeback = True  # until sync_file_range turns out to be missing here
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        written = super().write(data)
+        if written:
+            self._written += written
+            if self._written - self._handed >= WRITEBACK_STEP and self._writeback:
+                self._start_writeback()
+        return written
+
+    def _start_writeback(self) -> None:
+        """Hand [handed, written) to the disk, up to a folio boundary; wait for what was handed a window ago."""
+        fd, handed = self.fileno(), self._handed
+        end = self._written - self._written % _WRITEBACK_ALIGN
+        if end <= handed or not self._sync(fd, handed, end - handed, _SYNC_FILE_RANGE_WRITE):
+            return
+        self._handed = end
+        settled = end - WRITEBACK_WINDOW
+        if settled > self._waited:
+            flags = _SYNC_FILE_RANGE_WAIT_BEFORE | _SYNC_FILE_RANGE_WRITE | _SYNC_FILE_RANGE_WAIT_AFTER
+            if self._sync(fd, self._waited, settled - self._waited, flags):
+                self._waited = settled
+
+    def _sync(self, fd: int, offset: int, length: int, flags: int) -> bool:
+        """One sync_file_range call; False (and no more calls) where this system lacks it."""
+        sync_range = _sync_file_range()
+        if sync_range is not None and sync_range(fd, offset, length, flags) == 0:
+            return True
+        code = _last_errno() if sync_range is not None else errno.ENOSYS
+        if code in _UNSUPPORTED_ERRNOS:
+            self._writeback = False
+            return False
+        raise OSError(code, f"writing to disk failed: {os.strerror(code)}", self.name)
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's sync_file_range, or None off Linux (ctypes is imported on a first large save only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # a libc without it (some musl builds)
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]
+
+
+def _last_errno() -> int:
+    """The errno of the last call made through ctypes (imported already: a call came before)."""
+    import ctypes
+
+    return ctypes.get_errno()
 
 
 def _lock_as_alive(file: BinaryIO) -> bool:
