@@ -5,46 +5,46 @@ of ``names[i]``. objio adds ``objio.json`` (format version, true names of dtypes
 store as anonymous ``|V2``/``|V1``, such as bfloat16, float8 and int4); numpy and Objax ignore it.
 
 Members are stored uncompressed and each array's data starts at a multiple of 64 bytes in the file,
-so a local file can later be memory-mapped without a copy. Writing streams member by member into
-any forward-only binary stream (zip data descriptors carry each CRC after its data). Reading goes
-through objio's own strict zip reader (``objio._ziparchive``, stored and deflated members only) and
+so a local file can later be memory-mapped without a copy. Writing (``objio._npz_write``, imported
+on first use, as a save needs none of the reader) streams member by member into any forward-only
+binary stream (zip data descriptors carry each CRC after its data). Reading goes through objio's own
+strict zip reader (``objio._ziparchive``, stored and deflated members only) and
 its own npy header parser: every size is checked against the file before anything is allocated,
 nothing is unpickled or evaluated, each member is read straight into its final array with its CRC
 verified, any bytes at all give CorruptFileError/UnsafeFileError, and a storage error stays itself.
 
-Speed (issue 10): numpy's own npy header text is parsed by an exact regular expression (any other
-text by ``ast.literal_eval``; both then checked alike); a big member is read in pieces while a worker
-thread computes the CRC of the piece before; :meth:`NpzReader.read_many` reads runs of small
+Speed (issue 10): numpy's own npy header text is parsed by plain string tests (any other text by
+``ast.literal_eval``; both then checked alike), each distinct header once per file; a big member is
+read in pieces by several threads, each checking the CRC of its piece; :meth:`NpzReader.read_many` reads runs of small
 neighbouring members in one request each, their arrays being aligned views of the run's buffer.
 """
 
 from __future__ import annotations
 
 import ast
-import functools
 import io
 import json
 import math
 import re
 import struct
-from collections.abc import Iterable
-from typing import Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import ml_dtypes
 import numpy as np
 
 from objio import _ziparchive
 from objio._crc import crc32
-from objio._zipwriter import ZipWriter
+from objio._lazy import lazy_names
+from objio._npz_layout import ALIGNMENT, FORMAT_VERSION, METADATA_MEMBER, NAMES_MEMBER
 from objio.errors import CorruptFileError, UnsafeFileError
 
 __all__ = ["FORMAT_VERSION", "NpzReader", "write_npz"]
 
-FORMAT_VERSION = 1
-METADATA_MEMBER = "objio.json"
-NAMES_MEMBER = "names.npy"
-ALIGNMENT = 64
-_CHUNK = 16 << 20  # bytes moved per write/read call: bounds any transient copy
+if TYPE_CHECKING:
+    from objio._npz_write import write_npz
+
+# write_npz is imported on first use (PEP 562): a load needs none of the writer.
+__getattr__, __dir__ = lazy_names(__name__, {"write_npz": "objio._npz_write"}, globals())
 _MAX_METADATA_BYTES = 64 << 20
 # A deflated member's size is allocated as claimed up to this; above it, the member is inflated
 # once to check it really holds that much (twice the CPU, never more memory than it holds).
@@ -83,93 +83,6 @@ _PREFETCH = 4 << 10
 _RUN_MEMBER_BYTES = 4 << 20
 _RUN_BYTES = 16 << 20
 _Run = list[tuple[int, _ziparchive.Member]]  # (index, member) of members next to each other in the file
-
-
-def write_npz(
-    stream: BinaryIO,
-    names: list[str],
-    values: Iterable[Any],
-    *,
-    where: str = "<stream>",
-    metadata: dict[str, Any] | None = None,
-) -> None:
-    """Write ``names`` and their arrays (``values``, consumed one at a time) to ``stream`` as npz.
-
-    :param where: the file, for error messages.
-    :param metadata: the user's JSON-serialisable dict, stored under ``"user"`` in ``objio.json``.
-    :raises TypeError: an array of Python objects (npz would need pickle for it).
-    """
-    archive = ZipWriter(stream)
-    extension_dtypes: dict[str, str] = {}
-    _write_array(archive, NAMES_MEMBER, np.array(names, dtype=str))
-    count = 0
-    for index, value in enumerate(values):
-        array = np.asarray(value)
-        dtype = array.dtype
-        if dtype.hasobject or dtype.names is not None:
-            raise TypeError(
-                f"cannot save {names[index]!r} to {where}: its dtype {dtype} is not a plain numeric dtype "
-                f"(npz would need pickle); convert it with np.asarray(value, dtype=...)"
-            )
-        if _is_extension(dtype):
-            extension_dtypes[str(index)] = dtype.name
-        _write_array(archive, f"{index}.npy", array)
-        count += 1
-    if count != len(names):
-        raise ValueError(f"write_npz got {len(names)} names but {count} arrays for {where}")
-    _write_metadata(archive, extension_dtypes, metadata)
-    archive.close()
-
-
-def _write_metadata(archive: ZipWriter, extension_dtypes: dict[str, str], metadata: dict[str, Any] | None) -> None:
-    """The objio.json member: format version, true dtype names, and the user's metadata."""
-    header = {"format": "objio.npz", "version": FORMAT_VERSION, "dtypes": extension_dtypes}
-    if metadata is not None:
-        header["user"] = metadata
-    data = json.dumps(header, sort_keys=True).encode()
-    archive.begin(METADATA_MEMBER, len(data))
-    archive.write(data)
-    archive.end()
-
-
-def _write_array(archive: ZipWriter, name: str, array: np.ndarray) -> None:
-    """One npy member, its data starting on an ALIGNMENT boundary of the file (for memory maps)."""
-    header = _npy_header(array.dtype, array.shape)
-    archive.begin(name, len(header) + array.nbytes, align_at=len(header), alignment=ALIGNMENT)
-    archive.write(header)
-    if array.flags.c_contiguous:
-        if array.nbytes:
-            archive.write(array.reshape(-1).view(np.uint8).data)
-    elif array.nbytes:
-        # Made contiguous a slab at a time: a Fortran-order or strided array is never copied whole.
-        rows = max(1, _CHUNK // (array.nbytes // array.shape[0]))
-        for start in range(0, array.shape[0], rows):
-            archive.write(np.ascontiguousarray(array[start : start + rows]).reshape(-1).view(np.uint8).data)
-    archive.end()
-
-
-@functools.lru_cache(maxsize=256)
-def _is_extension(dtype: np.dtype) -> bool:
-    """Whether npy cannot name ``dtype`` (bfloat16, float8_*, int4 ...: ml_dtypes' types)."""
-    try:
-        return np.lib.format.descr_to_dtype(np.lib.format.dtype_to_descr(dtype)) != dtype
-    except (TypeError, ValueError):
-        return True
-
-
-@functools.lru_cache(maxsize=1024)
-def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
-    """numpy's own npy header, built once per dtype and shape (a model repeats a few shapes many times)."""
-    # An extension dtype is stored as raw bytes of its size; objio.json keeps its true name.
-    descr = f"|V{dtype.itemsize}" if _is_extension(dtype) else np.lib.format.dtype_to_descr(dtype)
-    header = {"descr": descr, "fortran_order": False, "shape": shape}
-    out = io.BytesIO()
-    try:
-        np.lib.format.write_array_header_1_0(out, header)
-    except ValueError:  # a header over 64 KiB needs format 2.0
-        out = io.BytesIO()
-        np.lib.format.write_array_header_2_0(out, header)
-    return out.getvalue()
 
 
 class NpzReader:

@@ -27,7 +27,7 @@ from typing import Any, Literal, TypeGuard
 import numpy as np
 from jax import tree_util
 
-from objio.codec import write_npz
+from objio._npz_write import write_npz
 from objio.io._arrays import ArrayReader, open_arrays, read_arrays
 from objio.io._duck import is_var_collection, is_variable
 from objio.io._files import FileOrStr, describe, open_for_write, split_url

@@ -30,7 +30,7 @@ from objio.codec import NpzReader
 _FORKING_WRITER = r"""
 import json, os, signal, sys
 import numpy as np
-from objio import codec
+from objio import _npz_write as codec
 from objio.backends import local
 
 def say(**message):

@@ -1,4 +1,4 @@
-"""The npz write path (objio._zipwriter and codec.write_npz): standard zip, aligned data, exact CRCs,
+"""The npz write path (objio._zipwriter and objio._npz_write.write_npz): standard zip, aligned data, exact CRCs,
 zip64 where sizes need it, few write calls, and nothing but the caller's arrays handed to the stream."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from objio import _zipwriter, codec
+from objio import _npz_write, _zipwriter
 from objio._zipwriter import CHUNK, ZipWriter
 from objio.codec import ALIGNMENT, NpzReader, write_npz
 from objio.errors import CorruptFileError
@@ -86,7 +86,7 @@ def test_every_dtype_and_shape_round_trips_through_zipfile_numpy_and_objio(dtype
 def test_fortran_order_and_strided_input_are_written_in_c_order_a_slab_at_a_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(codec, "_CHUNK", 64)  # several slabs per array, one of them partial
+    monkeypatch.setattr(_npz_write, "_CHUNK", 64)  # several slabs per array, one of them partial
     base = np.arange(10 * 13, dtype=np.float32).reshape(10, 13)
     arrays = [np.asfortranarray(base), base[::2, ::3], base.T, np.zeros((0, 4), np.float32).T, base[:, :1]]
     assert not any(a.flags.c_contiguous for a in arrays[:3])

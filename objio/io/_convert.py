@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from objio.codec import write_npz
+from objio._npz_write import write_npz
 from objio.io._arrays import ArrayReader, open_arrays
 from objio.io._files import FileOrStr, describe, open_for_write, split_url
 from objio.multihost._layout import is_multihost_metadata

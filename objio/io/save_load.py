@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from objio.codec import write_npz
+from objio._npz_write import write_npz
 from objio.errors import DtypeMismatchError, MissingVariablesError, ShapeMismatchError
 from objio.io._duck import is_var_collection, names_by_target, unique_targets
 from objio.io._files import FileOrStr, describe, open_for_write

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from objio.codec import NpzReader, write_npz
+from objio._npz_write import write_npz
+from objio.codec import NpzReader
 from objio.multihost._layout import folder_of, is_multihost_metadata, manifest_from_metadata
 from objio.multihost._load import PartReader
 from objio.storage import Storage, join_url

@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from objio.codec import write_npz
+from objio._npz_write import write_npz
 from objio.errors import ObjectExistsError
 from objio.multihost._coordination import COMMITTED, OK, SaveAbortedError, SaveCoordinator
 from objio.multihost._layout import (
