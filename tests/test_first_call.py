@@ -7,12 +7,18 @@ local path imports, by name (never by time), so that a new import on it is a dec
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
+
+from objio.storage import Capabilities
 
 # What a save or load of one local file never needs: the plugin host and pluggy, the multi-process
 # machinery, checkpoints, safetensors, progress bars, remote I/O, and the layers.
@@ -148,3 +154,17 @@ def test_names_imported_on_first_use_are_the_same_objects_and_all_listed(tmp_pat
     )
     assert _unwanted(stages["dir"]) == []  # dir() lists the lazy names without importing them
     assert {"objio.nn", "objio.module", "objio.storage", "objio._host", "objio.tree"} <= set(stages["all"])
+
+
+def test_capabilities_are_read_only_values() -> None:
+    # A plain class since issue 10 (cheaper to define than a NamedTuple): it must still behave as a value.
+    caps = Capabilities(atomic_commit=True, create_only=False, range_read=True)
+    assert caps == Capabilities(True, False, True) and caps != Capabilities(True, True, True)
+    assert len({caps, Capabilities(True, False, True)}) == 1
+    assert (caps.atomic_commit, caps.create_only, caps.range_read) == (True, False, True)
+    assert repr(caps) == "Capabilities(atomic_commit=True, create_only=False, range_read=True)"
+    assert pickle.loads(pickle.dumps(caps)) == caps == copy.deepcopy(caps)
+    with pytest.raises(AttributeError, match="read-only"):
+        caps.create_only = True  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Capabilities(True, False)  # type: ignore[call-arg]
