@@ -12,9 +12,11 @@ constant. Errors of the stream itself are never caught here: a storage failure s
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Callable
 from typing import BinaryIO
@@ -38,7 +40,6 @@ __all__ = [
     "open_member",
     "PositionalReader",
     "positional_reader",
-    "prefetch_ahead",
     "read_directory",
     "stream_of",
 ]
@@ -63,9 +64,11 @@ _PIPELINE_PIECE = 8 << 20  # stored bytes read per call while the previous piece
 # Threads that read pieces of a local file at once. Filling fresh memory is mostly page faults (the
 # kernel zeroes and maps each page), which scale with cores: two readers halved a cold-process load.
 READERS = 2
-# How far ahead of the readers the kernel is asked to read (PositionalReader.prefetch).
-PREFETCH_BYTES = 64 << 20
-_WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None) if hasattr(os, "posix_fadvise") else None
+# preadv's flag that reads only what needs no disk access (Linux 4.14 and later), and the bytes
+# PositionalReader reads with it to tell a cached file from one on disk.
+_NOWAIT = getattr(os, "RWF_NOWAIT", None)
+_PROBE_BYTES = 4096
+_NOWAIT_UNSUPPORTED = (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
 
 ReadAt = Callable[[memoryview, int], int]
 
@@ -309,34 +312,43 @@ def positional_reader(stream: object) -> PositionalReader | None:
 
 
 class PositionalReader:
-    """Reads of a local file at any offset (a :data:`ReadAt`), and advance notice of the next ones."""
+    """Reads of a local file at any offset (a :data:`ReadAt`), safe from several threads at once.
+
+    While the file is in the page cache, reads run in parallel: filling fresh memory is mostly page
+    faults and the kernel's copy, which scale with cores. When it must come from the disk (the first
+    read finds its bytes uncached), reads go one at a time: several threads reading one file at
+    scattered offsets defeat the kernel's sequential readahead, which is kept per open file, and a
+    cold load of 500 MiB then took up to 1.6 times as long on the virtual disk measured (issue 10).
+    """
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
+        self._disk = threading.Lock()  # held by the one read at a time from the disk
+        self.from_disk: bool | None = None  # decided by the first read
 
     def __call__(self, view: memoryview, offset: int) -> int:
+        if self.from_disk is None:
+            self.from_disk = not self._cached(view, offset)
+        if self.from_disk:
+            with self._disk:
+                return os.preadv(self._fd, [view], offset)
         return os.preadv(self._fd, [view], offset)
 
-    def prefetch(self, offset: int, length: int) -> None:
-        """Have the kernel start reading these bytes now, as they are read soon.
-
-        A read of a file not in the page cache otherwise keeps only its own readahead in flight;
-        asked ahead, the disk works on several pieces at once (a cold load of 500 MiB took half the time).
-        """
-        if _WILLNEED is not None:
-            os.posix_fadvise(self._fd, offset, length, _WILLNEED)
-
-
-def prefetch_ahead(read_at: ReadAt | None, pieces: list[tuple[int, int]], index: int) -> None:
-    """Before reading ``pieces[index]`` (offset, length): announce the pieces up to PREFETCH_BYTES
-    further on that were not announced yet (all up to there for the first; then one more per piece)."""
-    prefetch = getattr(read_at, "prefetch", None)
-    if prefetch is None or not pieces:
-        return
-    ahead = max(1, PREFETCH_BYTES // max(1, pieces[0][1]))
-    for later in range(index + ahead, index + ahead + 1) if index else range(ahead + 1):
-        if later < len(pieces):
-            prefetch(*pieces[later])
+    def _cached(self, view: memoryview, offset: int) -> bool:
+        """Whether the end of this read is in the page cache (its start may be there only because the
+        file's first bytes were read just before). Where that cannot be known, reads stay parallel."""
+        if _NOWAIT is None or not view:
+            return True
+        last = max(0, len(view) - _PROBE_BYTES)
+        try:
+            got = os.preadv(self._fd, [view[last:]], offset + last, _NOWAIT)
+        except BlockingIOError:
+            return False
+        except OSError as e:  # a file system or kernel without RWF_NOWAIT
+            if e.errno in _NOWAIT_UNSUPPORTED:
+                return True
+            raise
+        return got == len(view) - last
 
 
 def fill_at(read_at: ReadAt, view: memoryview, offset: int, where: str, member: str) -> None:
@@ -513,18 +525,14 @@ class MemberStream:
         assert self._read_at is not None and crc32_combine is not None
         read_at, base, name = self._read_at, self._position, self._member.name
 
-        starts = range(0, len(view), _PIPELINE_PIECE)
-        pieces = [(base + start, min(_PIPELINE_PIECE, len(view) - start)) for start in starts]
-
-        def read_piece(index: int) -> int:
-            prefetch_ahead(read_at, pieces, index)
-            start = starts[index]
+        def read_piece(start: int) -> int:
             piece = view[start : start + _PIPELINE_PIECE]
             fill_at(read_at, piece, base + start, self._where, name)
             return crc32(piece)
 
+        starts = range(0, len(view), _PIPELINE_PIECE)
         with ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="objio-read") as readers:
-            crcs = list(readers.map(read_piece, range(len(starts))))
+            crcs = list(readers.map(read_piece, starts))
         for start, crc in zip(starts, crcs, strict=True):
             self.crc = crc32_combine(self.crc, crc, len(view[start : start + _PIPELINE_PIECE]))
         self._position += len(view)

@@ -210,14 +210,8 @@ class NpzReader:
         elif runs and self._read_at is not None:  # a local file: several threads each read and check runs
             from concurrent.futures import ThreadPoolExecutor
 
-            pieces = [self._extent(run) for run in runs]
-
-            def fetch_and_check(index: int) -> dict[int, np.ndarray]:
-                _ziparchive.prefetch_ahead(self._read_at, pieces, index)
-                return self._arrays_in(runs[index], *self._fetch(runs[index]))
-
             with ThreadPoolExecutor(max_workers=_ziparchive.READERS, thread_name_prefix="objio-read") as readers:
-                for checked in readers.map(fetch_and_check, range(len(runs))):
+                for checked in readers.map(lambda run: self._arrays_in(run, *self._fetch(run)), runs):
                     arrays.update(checked)
         elif runs:
             from concurrent.futures import ThreadPoolExecutor  # here, not at import: ~7 ms (issue 10's first call)

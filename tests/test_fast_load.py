@@ -7,8 +7,11 @@ Every shortcut must give exactly what the plain path gives, and catch exactly th
 from __future__ import annotations
 
 import ast
+import contextlib
+import errno
 import gzip
 import io
+import os
 import re
 import threading
 import zipfile
@@ -297,69 +300,99 @@ def test_a_local_file_is_read_by_positional_reads_that_give_the_same_arrays(
         assert array.size == 0 or array.ctypes.data % ALIGNMENT == 0
 
 
-class _Announced:
-    """Records what a local load reads and what it announced to the kernel beforehand (prefetch)."""
+def _reader_of(path: Path) -> tuple[NpzReader, Any]:
+    f = open(path, "rb")  # noqa: SIM115 (closed by the caller through the reader's stream)
+    reader = NpzReader(f, path.name)
+    return reader, f
+
+
+class _ConcurrencyProbe:
+    """Counts the reads of a PositionalReader that are inside os.preadv at the same time."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.announced: list[tuple[int, int]] = []
-        self.reads: list[tuple[int, int]] = []
-        fill_at = _ziparchive.fill_at
-        prefetch = _ziparchive.PositionalReader.prefetch
+        self.inside = 0
+        self.most = 0
+        self.flagged = 0
+        lock = threading.Lock()
+        preadv = os.preadv
+        both_inside = threading.Barrier(2, timeout=2)
 
-        def recording_fill_at(read_at: Any, view: memoryview, offset: int, where: str, member: str) -> None:
-            self.reads.append((offset, len(view)))
-            fill_at(read_at, view, offset, where, member)
+        def counting_preadv(fd: int, buffers: Any, offset: int, *flags: int) -> int:
+            if flags:  # the probe of the first read (RWF_NOWAIT)
+                self.flagged += 1
+                return preadv(fd, buffers, offset, *flags)
+            with lock:
+                self.inside += 1
+                self.most = max(self.most, self.inside)
+            try:
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    both_inside.wait()  # parallel readers meet here; serialised ones time out alone
+                return preadv(fd, buffers, offset)
+            finally:
+                with lock:
+                    self.inside -= 1
 
-        def recording_prefetch(reader: Any, offset: int, length: int) -> None:
-            self.announced.append((offset, length))
-            prefetch(reader, offset, length)
-
-        monkeypatch.setattr(_ziparchive, "fill_at", recording_fill_at)
-        monkeypatch.setattr(_ziparchive.PositionalReader, "prefetch", recording_prefetch)
-
-    def check_every_read_was_announced_once(self) -> None:
-        assert self.reads
-        assert len(set(self.announced)) == len(self.announced)
-        for offset, length in self.reads:
-            assert any(a <= offset and offset + length <= a + n for a, n in self.announced), (offset, length)
-
-
-@pytest.mark.parametrize("ahead_bytes", [1, 4 << 10, 1 << 30])  # one run ahead; four; all of them at once
-def test_a_local_load_announces_each_run_before_reading_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ahead_bytes: int
-) -> None:
-    # Cold loads: the kernel reads the next runs while this one is checked (posix_fadvise WILLNEED).
-    monkeypatch.setattr(codec, "_RUN_BYTES", 2 << 10)  # members lie 1 KiB apart: runs of two
-    monkeypatch.setattr(_ziparchive, "PREFETCH_BYTES", ahead_bytes)
-    record = _Announced(monkeypatch)
-    arrays = [np.full(200, i, np.float32) for i in range(40)]
-    path = _local(tmp_path, "runs.npz", _npz(arrays))
-    wanted = list(range(0, 40, 2)) + list(range(1, 10, 2))  # a subset: nothing else is announced
-    got = objio.load_tree(path)
-    assert len(got) == 40
-    record.announced.clear()
-    record.reads.clear()
-    with open(path, "rb") as f:
-        reader = NpzReader(f, "runs.npz")
-        got_subset = reader.read_many(wanted)
-        last_wanted = max(reader._members[f"{i}.npy"].header_offset for i in wanted)
-    assert [float(a[0]) for a in got_subset] == [float(i) for i in wanted]
-    record.check_every_read_was_announced_once()
-    assert len(record.reads) == 5  # 0-1, 2-3 ... 8-9; the lone even members past 10 are read one by one
-    assert max(offset for offset, _ in record.announced) <= last_wanted
+        monkeypatch.setattr(os, "preadv", counting_preadv)
 
 
-def test_a_big_member_of_a_local_file_is_announced_piece_by_piece(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_ziparchive, "_PIPELINE_PIECE", 4096)  # a 64 KiB member goes in 16 pieces
-    monkeypatch.setattr(_ziparchive, "PREFETCH_BYTES", 3 * 4096)
-    record = _Announced(monkeypatch)
-    array = np.random.default_rng(3).standard_normal(1 << 14).astype(np.float32)
-    with open(_local(tmp_path, "big.npz", _npz([array])), "rb") as f:
-        np.testing.assert_array_equal(NpzReader(f, "big.npz").read(0), array)
-    record.check_every_read_was_announced_once()
-    assert len(record.announced) == len(record.reads) == 16
+def _runs_file(tmp_path: Path) -> Path:
+    return _local(tmp_path, "runs.npz", _npz([np.full(4000, i, np.float32) for i in range(40)]))
+
+
+def test_a_cached_file_is_read_by_readers_in_parallel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec, "_RUN_BYTES", 32 << 10)  # several runs
+    path = _runs_file(tmp_path)  # just written: in the page cache
+    probe = _ConcurrencyProbe(monkeypatch)
+    reader, f = _reader_of(path)
+    with f:
+        got = reader.read_many(list(range(40)))
+    assert [float(a[0]) for a in got] == [float(i) for i in range(40)]
+    assert reader._read_at.from_disk is False
+    assert probe.most == 2
+
+
+def test_a_file_on_disk_is_read_one_read_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Several threads at scattered offsets defeat the kernel's sequential readahead on a cold file.
+    if not hasattr(os, "RWF_NOWAIT") or not hasattr(os, "posix_fadvise"):
+        pytest.skip("needs preadv's RWF_NOWAIT and posix_fadvise (Linux)")
+    monkeypatch.setattr(codec, "_RUN_BYTES", 32 << 10)
+    path = _runs_file(tmp_path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        try:
+            os.preadv(fd, [bytearray(4096)], os.path.getsize(path) - 4096, os.RWF_NOWAIT)
+            pytest.skip(f"{tmp_path} keeps files in memory (tmpfs?): nothing to read from a disk")
+        except BlockingIOError:
+            pass
+    finally:
+        os.close(fd)
+    probe = _ConcurrencyProbe(monkeypatch)
+    reader, f = _reader_of(path)
+    with f:
+        got = reader.read_many(list(range(40)))
+    assert [float(a[0]) for a in got] == [float(i) for i in range(40)]
+    assert reader._read_at.from_disk is True
+    assert probe.most == 1 and probe.flagged == 1
+
+
+def test_without_rwf_nowait_reads_stay_parallel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec, "_RUN_BYTES", 32 << 10)
+    path = _runs_file(tmp_path)
+    preadv = os.preadv
+
+    def no_flags(fd: int, buffers: Any, offset: int, *flags: int) -> int:
+        if flags:
+            raise OSError(errno.EOPNOTSUPP, "not supported")
+        return preadv(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "preadv", no_flags)
+    reader, f = _reader_of(path)
+    with f:
+        got = reader.read_many(list(range(40)))
+    assert [float(a[0]) for a in got] == [float(i) for i in range(40)]
+    assert reader._read_at.from_disk is False
 
 
 def test_damage_in_a_run_of_a_local_file_fails_the_crc_of_that_member(
