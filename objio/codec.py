@@ -5,18 +5,19 @@ of ``names[i]``. objio adds ``objio.json`` (format version, true names of dtypes
 store as anonymous ``|V2``/``|V1``, such as bfloat16, float8 and int4); numpy and Objax ignore it.
 
 Members are stored uncompressed and each array's data starts at a multiple of 64 bytes in the file,
-so a local file can later be memory-mapped without a copy. Writing (``objio._npz_write``, imported
-on first use, as a save needs none of the reader) streams member by member into any forward-only
-binary stream (zip data descriptors carry each CRC after its data). Reading goes through objio's own
-strict zip reader (``objio._ziparchive``, stored and deflated members only) and
-its own npy header parser: every size is checked against the file before anything is allocated,
-nothing is unpickled or evaluated, each member is read straight into its final array with its CRC
-verified, any bytes at all give CorruptFileError/UnsafeFileError, and a storage error stays itself.
+so a local file can later be memory-mapped without a copy. Writing (``objio._npz_write``, its own
+module, as a save needs none of the reader) streams member by member into any forward-only binary
+stream (zip data descriptors carry each CRC after its data). Reading goes through objio's own strict
+zip reader (``objio._ziparchive``, stored and deflated members only) and its own npy header parser:
+every size is checked against the file before anything is allocated, nothing is unpickled or
+evaluated, each member is read straight into its final array with its CRC verified, any bytes at all
+give CorruptFileError/UnsafeFileError, and a storage error stays itself.
 
 Speed (issue 10): numpy's own npy header text is parsed by plain string tests (any other text by
 ``ast.literal_eval``; both then checked alike), each distinct header once per file; a big member is
-read in pieces by several threads, each checking the CRC of its piece; :meth:`NpzReader.read_many` reads runs of small
-neighbouring members in one request each, their arrays being aligned views of the run's buffer.
+read in pieces by several threads, each checking the CRC of its piece; :meth:`NpzReader.read_many`
+reads runs of small neighbouring members in one request each, their arrays being aligned views of
+the run's buffer.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ _MAX_DIMS = 64 if int(np.__version__.split(".")[0]) >= 2 else 32  # np.lib.Numpy
 
 
 class _Pattern:
-    """A regular expression compiled when first matched: compiling this module's three at import was
-    1 ms of every first save, which never reads an npy header (issue 10)."""
+    """A regular expression compiled when first matched: compiling them at import was part of every
+    first call's time, and files as numpy writes them never need them (issue 10)."""
 
     __slots__ = ("_compiled", "_text")
 
