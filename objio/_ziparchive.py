@@ -328,7 +328,9 @@ class PositionalReader:
 
     def __call__(self, view: memoryview, offset: int) -> int:
         if self.from_disk is None:
-            self.from_disk = not self._cached(view, offset)
+            with self._disk:  # the first reads of several threads: one probe decides for all
+                if self.from_disk is None:
+                    self.from_disk = not self._cached(view, offset)
         if self.from_disk:
             with self._disk:
                 return os.preadv(self._fd, [view], offset)
