@@ -300,12 +300,6 @@ def test_a_local_file_is_read_by_positional_reads_that_give_the_same_arrays(
         assert array.size == 0 or array.ctypes.data % ALIGNMENT == 0
 
 
-def _reader_of(path: Path) -> tuple[NpzReader, Any]:
-    f = open(path, "rb")  # noqa: SIM115 (closed by the caller through the reader's stream)
-    reader = NpzReader(f, path.name)
-    return reader, f
-
-
 class _ConcurrencyProbe:
     """Counts the reads of a PositionalReader that are inside os.preadv at the same time."""
 
@@ -339,15 +333,20 @@ def _runs_file(tmp_path: Path) -> Path:
     return _local(tmp_path, "runs.npz", _npz([np.full(4000, i, np.float32) for i in range(40)]))
 
 
+def _read_runs(path: Path) -> Any:
+    """Read every member of :func:`_runs_file`'s file, check the values; the reader's PositionalReader."""
+    with open(path, "rb") as f:
+        reader = NpzReader(f, path.name)
+        got = reader.read_many(list(range(40)))
+    assert [float(a[0]) for a in got] == [float(i) for i in range(40)]
+    return reader._read_at
+
+
 def test_a_cached_file_is_read_by_readers_in_parallel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(codec, "_RUN_BYTES", 32 << 10)  # several runs
     path = _runs_file(tmp_path)  # just written: in the page cache
     probe = _ConcurrencyProbe(monkeypatch)
-    reader, f = _reader_of(path)
-    with f:
-        got = reader.read_many(list(range(40)))
-    assert [float(a[0]) for a in got] == [float(i) for i in range(40)]
-    assert reader._read_at.from_disk is False
+    assert _read_runs(path).from_disk is False
     assert probe.most == 2
 
 
@@ -369,11 +368,7 @@ def test_a_file_on_disk_is_read_one_read_at_a_time(tmp_path: Path, monkeypatch: 
     finally:
         os.close(fd)
     probe = _ConcurrencyProbe(monkeypatch)
-    reader, f = _reader_of(path)
-    with f:
-        got = reader.read_many(list(range(40)))
-    assert [float(a[0]) for a in got] == [float(i) for i in range(40)]
-    assert reader._read_at.from_disk is True
+    assert _read_runs(path).from_disk is True
     assert probe.most == 1 and probe.flagged == 1
 
 
@@ -388,11 +383,7 @@ def test_without_rwf_nowait_reads_stay_parallel(tmp_path: Path, monkeypatch: pyt
         return preadv(fd, buffers, offset)
 
     monkeypatch.setattr(os, "preadv", no_flags)
-    reader, f = _reader_of(path)
-    with f:
-        got = reader.read_many(list(range(40)))
-    assert [float(a[0]) for a in got] == [float(i) for i in range(40)]
-    assert reader._read_at.from_disk is False
+    assert _read_runs(path).from_disk is False
 
 
 def test_damage_in_a_run_of_a_local_file_fails_the_crc_of_that_member(
