@@ -51,6 +51,41 @@ def test_the_sweep_checks_only_other_writers_temp_files(tmp_path: Path, monkeypa
     assert _hidden(tmp_path / "new" / "folder") == [] and storage.list() == ["a.bin"]
 
 
+def test_a_writer_lists_its_folder_only_if_someone_else_changed_it_or_a_minute_passed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A listing costs time per entry: a folder of thousands of checkpoints made every save slower.
+    sweeps: list[str] = []
+    original = local._sweep_dead_temp_files
+
+    def counting(folder: str, *, locks_work: bool, own: str) -> None:
+        sweeps.append(folder)
+        original(folder, locks_work=locks_work, own=own)
+
+    monkeypatch.setattr(local, "_sweep_dead_temp_files", counting)
+    storage = objio.open_storage(tmp_path)
+
+    def save(key: str) -> None:
+        with storage.open_writer(key) as f:
+            f.write(b"x")
+
+    save("a.bin")
+    save("b.bin")
+    save("c.bin")
+    assert len(sweeps) == 1  # the first write here in this process; since then only we changed it
+    orphan = tmp_path / f".model.npz.0123456789ab{local.TEMP_SUFFIX}"
+    orphan.write_bytes(b"left by a writer that was killed")  # another process changed the folder
+    save("d.bin")
+    assert len(sweeps) == 2 and _hidden(tmp_path) == []
+    save("e.bin")
+    assert len(sweeps) == 2
+    mtime, _ = local._after_our_commit[str(tmp_path)]
+    local._after_our_commit[str(tmp_path)] = (mtime, time.monotonic() - local.SWEEP_INTERVAL_SECONDS)
+    save("f.bin")  # where a coarse clock could hide a change, the interval bounds how long
+    assert len(sweeps) == 3
+    assert storage.list() == ["a.bin", "b.bin", "c.bin", "d.bin", "e.bin", "f.bin"]
+
+
 def test_an_unlocked_temp_file_is_swept_at_once_however_young(tmp_path: Path) -> None:
     # Its lock is free, so its writer is dead: no age rule where flock works (issue 8).
     young = tmp_path / f".model.npz.0123456789ab{local.TEMP_SUFFIX}"

@@ -7,7 +7,8 @@ the same folder because a rename is atomic only within one file system. While a 
 being written, the disk is already asked to write what came before (``_WritebackFile``), so the
 fsync at the end has less left to write. A writer holds a lock on
 its temp file, so the next writer in that folder can tell a killed writer's leftovers from a live
-writer's file and delete them at once.
+writer's file and delete them at once (it looks only if the folder changed since its own last commit
+there, so a save never pays for listing a big folder that nobody else touched).
 
 Only regular files (or symlinks to them) are objects: a FIFO named like a checkpoint would block a
 reader forever and a link to ``/dev/zero`` would fill memory, so both are refused and never listed.
@@ -47,6 +48,15 @@ SCHEMES = ("", "file")
 # Temp files start with '.' (hidden from glob, so from Objax too) and end with this suffix, which
 # no checkpoint pattern such as '*.npz' matches; list() skips them.
 TEMP_SUFFIX = ".objio-tmp"
+# A writer lists its folder for dead writers' temp files only if the folder changed since this
+# process last committed there (its mtime moves with every name added or removed), or if it last
+# looked SWEEP_INTERVAL_SECONDS ago: a listing costs about 0.5 µs per entry, which every save into a
+# folder of thousands of files used to pay. The interval covers kernels whose folder mtimes tick
+# coarsely (before Linux 6.13, one timer tick), where another writer's change in the tick of our own
+# commit leaves the mtime as we saw it; and files without locks, which turn stale without a change.
+SWEEP_INTERVAL_SECONDS = 60.0
+# folder (absolute) -> (its mtime in ns just after our last commit there, time.monotonic() of our last sweep)
+_after_our_commit: dict[str, tuple[int, float]] = {}
 # Where locks cannot be trusted (no flock: Windows; or flock fails, as on some network file systems),
 # a temp file is taken for dead only when it has not been written for this long. A live writer
 # keeps touching its file, so this guesses; with working locks no guess is needed (issue 8).
@@ -120,11 +130,13 @@ class LocalStorage:
         folder, name = os.path.split(path)
         folder = folder or "."
         with translate_os_errors(url):
+            sweep = _sweep_due(folder)  # before our own temp file changes the folder
             temp, file, locked = _create_locked_temp_file(folder, name)
         replaced = False
         try:
-            with translate_os_errors(url):
-                _sweep_dead_temp_files(folder, locks_work=locked, own=os.path.basename(temp))
+            if sweep:
+                with translate_os_errors(url):
+                    _sweep_dead_temp_files(folder, locks_work=locked, own=os.path.basename(temp))
             try:
                 yield file  # type: ignore[misc]
             except OSError as e:
@@ -151,6 +163,7 @@ class LocalStorage:
                     os.replace(temp, path)
                     replaced = True
                 _fsync_folder(folder)
+                _remember_commit(folder, swept=sweep)
         finally:
             # On success after os.link, and on every failure (GeneratorExit included, which is what
             # a writer dropped without exiting gets), the temp file must go. Closing a file whose
@@ -380,6 +393,31 @@ def _lock_as_alive(file: BinaryIO) -> bool:
             return False
         raise
     return True
+
+
+def _sweep_due(folder: str) -> bool:
+    """Whether a writer in ``folder`` must look for dead writers' temp files (see SWEEP_INTERVAL_SECONDS)."""
+    known = _after_our_commit.get(os.path.abspath(folder))
+    if known is None:
+        return True
+    try:
+        mtime = os.stat(folder).st_mtime_ns
+    except OSError:
+        return True  # gone or unreadable: the write itself says what is wrong
+    return mtime != known[0] or time.monotonic() - known[1] >= SWEEP_INTERVAL_SECONDS
+
+
+def _remember_commit(folder: str, *, swept: bool) -> None:
+    """Note the folder's state after our commit, so the next writer here can skip an unneeded sweep."""
+    key = os.path.abspath(folder)
+    known = _after_our_commit.get(key)
+    if not swept and known is None:  # another thread forgot it meanwhile: the next writer sweeps
+        return
+    last_sweep = time.monotonic() if swept else known[1]  # type: ignore[index]
+    try:
+        _after_our_commit[key] = (os.stat(folder).st_mtime_ns, last_sweep)
+    except OSError:
+        _after_our_commit.pop(key, None)
 
 
 def _sweep_dead_temp_files(folder: str, *, locks_work: bool, own: str) -> None:
