@@ -12,42 +12,50 @@ isal is imported at the first buffer of :data:`ISAL_FROM` bytes or more, not at 
 
 from __future__ import annotations
 
-import importlib.util
 import zlib
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
-__all__ = ["ISAL_FROM", "crc32", "crc32_combine"]
+__all__ = ["ISAL_FROM", "can_combine", "crc32", "crc32_combine"]
 
 #: Buffers from this size on are checked by isal (zlib's speed matters from here).
 ISAL_FROM = 64 << 10
 
-_HAVE_ISAL = importlib.util.find_spec("isal") is not None  # looks for the package without importing it
 _fast_crc32: Callable[[Any, int], int] | None = None
+# isal's zlib module once imported; False once its import failed (no wheel for this platform). Not
+# looked up at import: importlib.util.find_spec walks sys.path's finders, 2 ms of a first load.
+_isal: ModuleType | bool | None = None
 
 
 def crc32(data: Any, value: int = 0) -> int:
     """The CRC-32 of ``data`` (any contiguous buffer), continuing from ``value`` (as ``zlib.crc32``)."""
     if _fast_crc32 is not None:
         return _fast_crc32(data, value)
-    if not _HAVE_ISAL or memoryview(data).nbytes < ISAL_FROM:
+    if _isal is False or memoryview(data).nbytes < ISAL_FROM or not can_combine():
         return zlib.crc32(data, value)
-    return _isal_zlib().crc32(data, value)
+    return _fast_crc32(data, value)  # type: ignore[misc]  # can_combine() set it
 
 
-def _crc32_combine(crc1: int, crc2: int, length2: int) -> int:
-    """The CRC-32 of two adjacent pieces from theirs, ``length2`` being the second's length in bytes."""
-    return int(_isal_zlib().crc32_combine(crc1, crc2, length2))
+def can_combine() -> bool:
+    """Whether :func:`crc32_combine` is available (isal is installed); imports isal on the first call.
+
+    Only isal combines CRCs, so without it big members are checked in one piece.
+    """
+    global _isal, _fast_crc32
+    if _isal is None:
+        try:
+            from isal import isal_zlib
+        except ImportError:
+            _isal = False
+        else:
+            _isal, _fast_crc32 = isal_zlib, isal_zlib.crc32  # from now on every crc32 is isal's
+    return _isal is not False
 
 
-def _isal_zlib() -> Any:
-    """isal's zlib module, imported on first use; from then on every :func:`crc32` is isal's."""
-    global _fast_crc32
-    from isal import isal_zlib
+def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
+    """The CRC-32 of two adjacent pieces from theirs, ``length2`` being the second's length in bytes.
 
-    _fast_crc32 = isal_zlib.crc32
-    return isal_zlib
-
-
-#: ``None`` where isal is missing: only isal combines CRCs, so big members are then checked in one piece.
-crc32_combine: Callable[[int, int, int], int] | None = _crc32_combine if _HAVE_ISAL else None
+    Only where :func:`can_combine` said so.
+    """
+    return int(_isal.crc32_combine(crc1, crc2, length2))  # type: ignore[union-attr]

@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Callable
 from typing import BinaryIO
 
-from objio._crc import crc32, crc32_combine
+from objio._crc import can_combine, crc32, crc32_combine
 from objio.errors import CorruptFileError, UnsafeFileError
 
 __all__ = [
@@ -501,11 +501,11 @@ class MemberStream:
         rest = view[from_head:]
         if not rest:
             return
-        if len(rest) >= 2 * _PIPELINE_PIECE and crc32_combine is not None and self._read_at is not None:
+        if len(rest) >= 2 * _PIPELINE_PIECE and self._read_at is not None and can_combine():
             self._read_in_parallel(rest)
             return
         self._stream.seek(self._position)
-        if len(rest) < 2 * _PIPELINE_PIECE or crc32_combine is None:
+        if len(rest) < 2 * _PIPELINE_PIECE or not can_combine():
             self._fill(rest)
             self.crc = crc32(rest, self.crc)
         else:
@@ -524,7 +524,7 @@ class MemberStream:
         """Fill ``view`` from the file in pieces read by several threads at once, each with its CRC."""
         from concurrent.futures import ThreadPoolExecutor  # here, not at import: ~7 ms (issue 10's first call)
 
-        assert self._read_at is not None and crc32_combine is not None
+        assert self._read_at is not None and can_combine()
         read_at, base, name = self._read_at, self._position, self._member.name
 
         def read_piece(start: int) -> int:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import struct
 from typing import BinaryIO
 
-from objio._crc import crc32, crc32_combine
+from objio._crc import can_combine, crc32, crc32_combine
 
 __all__ = ["CHUNK", "ZIP64_LIMIT", "ZipWriter"]
 
@@ -120,7 +120,7 @@ class ZipWriter:
             self._put(view)
             return
         self._flush()
-        if len(view) >= _CRC_BESIDE and crc32_combine is not None:
+        if len(view) >= _CRC_BESIDE and can_combine():
             self._crc = crc32_combine(self._crc, self._write_computing_crc(view), len(view))
         else:
             self._crc = crc32(view, self._crc)

@@ -27,7 +27,6 @@ from typing import Any, Literal, TypeGuard
 import numpy as np
 from jax import tree_util
 
-from objio._npz_write import write_npz
 from objio.io._arrays import ArrayReader, open_arrays, read_arrays
 from objio.io._duck import is_var_collection, is_variable
 from objio.io._files import FileOrStr, describe, open_for_write, split_url
@@ -93,6 +92,8 @@ def save_tree(
 
             write_safetensors(stream, names, leaves, where=describe(file), metadata=metadata)
         elif chosen == "npz":
+            from objio._npz_write import write_npz  # here: a load_tree never needs the writer
+
             write_npz(stream, names, leaves, where=describe(file), metadata=metadata)
         else:
             raise ValueError(f"format must be 'npz' or 'safetensors', got {chosen!r}")

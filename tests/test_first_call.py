@@ -96,13 +96,34 @@ def test_import_and_a_first_local_save_and_load_import_only_what_they_need(tmp_p
         "load_tree": [],
     }
     # The local path's own modules are there, and nothing of objio's beyond what import needs at import.
-    assert {"objio._npz_write", "objio.io.save_load", "objio.variables"} <= set(stages["import"])
+    assert {"objio.io.save_load", "objio.variables"} <= set(stages["import"])
+    assert "objio._npz_write" not in stages["import"] and "objio._npz_write" in stages["save"]
     assert "objio.backends.local" not in stages["import"] and "objio.backends.local" in stages["save"]
     # A save imports none of the reader (the strict zip reader is 1.4 ms of imports).
     assert "objio.codec" not in stages["save"] and "objio._ziparchive" not in stages["save"]
     assert "objio.codec" in stages["load_var_collection"]
     assert "objio.io._arrays" not in stages["save"] and "objio.io._arrays" in stages["load_var_collection"]
     assert "objio.tree" not in stages["load_var_collection"] and "objio.tree" in stages["load_tree"]
+
+
+def test_a_first_load_imports_none_of_the_writer(tmp_path: Path) -> None:
+    import numpy as np
+
+    import objio
+
+    objio.save_tree(tmp_path / "tiny.npz", {"w": np.ones((768, 1), np.float32)})
+    stages = _modules_after(
+        """
+        import objio
+        objio.load_tree(sys.argv[1] + "/tiny.npz")
+        stage("load_tree")
+        objio.load_var_collection(sys.argv[1] + "/tiny.npz", objio.VarCollection({"w": objio.TrainVar(jnp.zeros((768, 1)))}))
+        stage("load_var_collection")
+        """,
+        tmp_path,
+    )
+    for stage in ("load_tree", "load_var_collection"):
+        assert [m for m in stages[stage] if m in ("objio._npz_write", "objio._zipwriter")] == []
 
 
 def test_big_buffers_import_isal_and_both_crcs_agree(tmp_path: Path) -> None:
@@ -168,3 +189,22 @@ def test_capabilities_are_read_only_values() -> None:
         caps.create_only = True  # type: ignore[misc]
     with pytest.raises(TypeError):
         Capabilities(True, False)  # type: ignore[call-arg]
+
+
+def test_without_isal_zlib_checks_every_crc_and_big_members_save_and_load_whole(tmp_path: Path) -> None:
+    # As where no isal wheel exists for the platform: importing it raises ImportError.
+    stages = _modules_after(
+        f"""
+        import zlib
+        sys.modules["isal"] = None
+        import objio
+        from objio import _crc
+        big = np.arange(12 << 20, dtype=np.float32)  # 48 MiB: past the sizes where CRCs are split
+        assert _crc.crc32(big) == zlib.crc32(big) and not _crc.can_combine()
+        objio.save_tree({str(tmp_path / "big.npz")!r}, {{"big": big}})
+        assert np.array_equal(objio.load_tree({str(tmp_path / "big.npz")!r})["big"], big)
+        stage("done")
+        """,
+        tmp_path,
+    )
+    assert "objio._crc" in stages["done"]

@@ -13,7 +13,6 @@ from typing import Any
 import jax
 import numpy as np
 
-from objio._npz_write import write_npz
 from objio.errors import DtypeMismatchError, MissingVariablesError, ShapeMismatchError
 from objio.io._duck import is_var_collection, names_by_target, unique_targets
 from objio.io._files import FileOrStr, describe, open_for_write
@@ -21,8 +20,9 @@ from objio.progress import Progress
 
 __all__ = ["load_var_collection", "read_metadata", "save_var_collection"]
 
-# The readers (objio.io._arrays) are imported by the loads below, not here: a save never needs them,
-# and every module on its path is a fraction of a millisecond of a first save (issue 10).
+# The writer (objio._npz_write) and the readers (objio.io._arrays) are imported by the functions
+# that use them, not here: a load never needs the one, a save never the other, and every module on
+# their paths is a fraction of a millisecond of a first call (issue 10).
 
 
 def save_var_collection(
@@ -54,6 +54,8 @@ def save_var_collection(
     stored = unique_targets(vc)
     names = [name for name, _ in stored]
     total = sum(int(getattr(var.value, "nbytes", 0)) for _, var in stored)
+    from objio._npz_write import write_npz
+
     with open_for_write(file, storage_options, progress=progress, total=total, action="saved") as stream:
         write_npz(stream, names, (var.value for _, var in stored), where=describe(file), metadata=metadata)
 
