@@ -12,11 +12,9 @@ constant. Errors of the stream itself are never caught here: a storage failure s
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import struct
-import threading
 import zlib
 from collections.abc import Callable
 from typing import BinaryIO
@@ -38,7 +36,6 @@ __all__ = [
     "member_in",
     "next_offsets",
     "open_member",
-    "PositionalReader",
     "positional_reader",
     "read_directory",
     "stream_of",
@@ -61,14 +58,12 @@ _INFLATE_SLICE = 64 << 10  # compressed bytes offered to zlib per call (bounds t
 _INFLATE_OUT = 256 << 10  # the most uncompressed bytes one zlib call may produce
 _READ_SIZE = 1 << 20  # compressed bytes fetched from the stream per read
 _PIPELINE_PIECE = 8 << 20  # stored bytes read per call while the previous piece's CRC is computed
-# Threads that read pieces of a local file at once. Filling fresh memory is mostly page faults (the
-# kernel zeroes and maps each page), which scale with cores: two readers halved a cold-process load.
+# Threads that read pieces of a local file at once, whether it is in the page cache or on disk.
+# Filling fresh memory is mostly page faults (the kernel zeroes and maps each page), which scale with
+# cores; the pieces are handed out in file order, so the kernel still sees one sequential reader and
+# reads ahead. Reading a cold file one read at a time instead made cold loads of 500 MiB and 1 GiB
+# 1.05x and 1.3x slower in paired runs on the virtual disk measured (issue 10).
 READERS = 2
-# preadv's flag that reads only what needs no disk access (Linux 4.14 and later), and the bytes
-# PositionalReader reads with it to tell a cached file from one on disk.
-_NOWAIT = getattr(os, "RWF_NOWAIT", None)
-_PROBE_BYTES = 4096
-_NOWAIT_UNSUPPORTED = (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
 
 ReadAt = Callable[[memoryview, int], int]
 
@@ -299,7 +294,7 @@ def open_member(
     return MemberStream(stream, member, start, where, head=head, read_at=read_at)
 
 
-def positional_reader(stream: object) -> PositionalReader | None:
+def positional_reader(stream: object) -> ReadAt | None:
     """``read_at(view, offset) -> bytes read`` on ``stream``'s file, safe to call from several threads
     at once (``os.preadv``: no shared file position), or ``None`` where the stream is not a plain local
     file opened with ``open(path, "rb")`` (a remote reader, an in-memory file, a wrapper that counts
@@ -308,49 +303,8 @@ def positional_reader(stream: object) -> PositionalReader | None:
     """
     if type(stream) is not io.BufferedReader or type(stream.raw) is not io.FileIO or not hasattr(os, "preadv"):
         return None
-    return PositionalReader(stream.fileno())
-
-
-class PositionalReader:
-    """Reads of a local file at any offset (a :data:`ReadAt`), safe from several threads at once.
-
-    While the file is in the page cache, reads run in parallel: filling fresh memory is mostly page
-    faults and the kernel's copy, which scale with cores. When it must come from the disk (the first
-    read finds its bytes uncached), reads go one at a time: several threads reading one file at
-    scattered offsets defeat the kernel's sequential readahead, which is kept per open file, and a
-    cold load of 500 MiB then took up to 1.6 times as long on the virtual disk measured (issue 10).
-    """
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._disk = threading.Lock()  # held by the one read at a time from the disk
-        self.from_disk: bool | None = None  # decided by the first read
-
-    def __call__(self, view: memoryview, offset: int) -> int:
-        if self.from_disk is None:
-            with self._disk:  # the first reads of several threads: one probe decides for all
-                if self.from_disk is None:
-                    self.from_disk = not self._cached(view, offset)
-        if self.from_disk:
-            with self._disk:
-                return os.preadv(self._fd, [view], offset)
-        return os.preadv(self._fd, [view], offset)
-
-    def _cached(self, view: memoryview, offset: int) -> bool:
-        """Whether the end of this read is in the page cache (its start may be there only because the
-        file's first bytes were read just before). Where that cannot be known, reads stay parallel."""
-        if _NOWAIT is None or not view:
-            return True
-        last = max(0, len(view) - _PROBE_BYTES)
-        try:
-            got = os.preadv(self._fd, [view[last:]], offset + last, _NOWAIT)
-        except BlockingIOError:
-            return False
-        except OSError as e:  # a file system or kernel without RWF_NOWAIT
-            if e.errno in _NOWAIT_UNSUPPORTED:
-                return True
-            raise
-        return got == len(view) - last
+    fd = stream.fileno()
+    return lambda view, offset: os.preadv(fd, [view], offset)
 
 
 def fill_at(read_at: ReadAt, view: memoryview, offset: int, where: str, member: str) -> None:
