@@ -5,10 +5,10 @@ it, ``os.replace`` it over the target (or ``os.link`` it, which fails if the tar
 create-only), then fsync the folder so the new name survives a power cut. The temp file lives in
 the same folder because a rename is atomic only within one file system. While a large save is still
 being written, the disk is already asked to write what came before (``_WritebackFile``), so the
-fsync at the end has less left to write. A writer holds a lock on
-its temp file, so the next writer in that folder can tell a killed writer's leftovers from a live
-writer's file and delete them at once (it looks only if the folder changed since its own last commit
-there, so a save never pays for listing a big folder that nobody else touched).
+fsync at the end has less left to write. A writer holds a lock on its temp file, so the next writer
+in that folder can tell a killed writer's leftovers from a live writer's file and delete them: at
+once if the folder changed since that writer's own last commit there, else within
+SWEEP_INTERVAL_SECONDS (listing a big folder that nobody else touched is not worth every save).
 
 Only regular files (or symlinks to them) are objects: a FIFO named like a checkpoint would block a
 reader forever and a link to ``/dev/zero`` would fill memory, so both are refused and never listed.
@@ -51,9 +51,10 @@ TEMP_SUFFIX = ".objio-tmp"
 # A writer lists its folder for dead writers' temp files only if the folder changed since this
 # process last committed there (its mtime moves with every name added or removed), or if it last
 # looked SWEEP_INTERVAL_SECONDS ago: a listing costs about 0.5 µs per entry, which every save into a
-# folder of thousands of files used to pay. The interval covers kernels whose folder mtimes tick
-# coarsely (before Linux 6.13, one timer tick), where another writer's change in the tick of our own
-# commit leaves the mtime as we saw it; and files without locks, which turn stale without a change.
+# folder of thousands of files used to pay. The interval bounds what a changed mtime cannot show: a
+# writer that created its temp file before our last commit and died after it (its death changes
+# nothing in the folder); a change in the same tick as our commit, on kernels whose folder mtimes
+# tick coarsely (before Linux 6.13); and, without locks, temp files that turn stale by age alone.
 SWEEP_INTERVAL_SECONDS = 60.0
 # folder (absolute) -> (its mtime in ns just after our last commit there, time.monotonic() of our last sweep)
 _after_our_commit: dict[str, tuple[int, float]] = {}
