@@ -117,7 +117,8 @@ def test_a_first_load_imports_none_of_the_writer(tmp_path: Path) -> None:
         import objio
         objio.load_tree(sys.argv[1] + "/tiny.npz")
         stage("load_tree")
-        objio.load_var_collection(sys.argv[1] + "/tiny.npz", objio.VarCollection({"w": objio.TrainVar(jnp.zeros((768, 1)))}))
+        model = objio.VarCollection({"w": objio.TrainVar(jnp.zeros((768, 1)))})
+        objio.load_var_collection(sys.argv[1] + "/tiny.npz", model)
         stage("load_var_collection")
         """,
         tmp_path,
