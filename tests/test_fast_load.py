@@ -440,6 +440,7 @@ def test_load_tree_places_every_jax_leaf_in_one_call(tmp_path: Path, monkeypatch
     assert got["committed"].committed
     assert isinstance(got["spec"], jax.Array) and got["spec"].dtype == jnp.int32
     assert isinstance(got["plain"], jax.Array) and got["plain"].sharding == like["plain"].sharding
+    assert not got["plain"].committed  # as the array it replaces: committing it would pin it to that device
     assert type(got["host"]) is np.ndarray and got["host"].dtype == np.float16
     assert got["number"] == 2.5 and type(got["number"]) is float
     assert got["scalar"] == np.float32(1.5) and isinstance(got["scalar"], np.float32)

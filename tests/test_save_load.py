@@ -48,6 +48,18 @@ def test_round_trip_through_every_kind_of_location(tmp_path: Path, kind: str) ->
     assert all(isinstance(t, jax.Array) for t in fresh.tensors())
 
 
+def test_restored_values_stay_committed_or_uncommitted_as_the_values_they_replace(tmp_path: Path) -> None:
+    # An uncommitted array follows JAX's default device; committing it on restore would pin it there.
+    objio.save_var_collection(
+        tmp_path / "m.npz", VarCollection({"a": TrainVar(jnp.ones(3)), "b": TrainVar(jnp.ones(2))})
+    )
+    vc = VarCollection({"a": TrainVar(jnp.zeros(3)), "b": TrainVar(jax.device_put(jnp.zeros(2), jax.devices()[0]))})
+    objio.load_var_collection(tmp_path / "m.npz", vc)
+    assert (vc["a"].value.committed, vc["b"].value.committed) == (False, True)
+    assert vc["b"].value.sharding.device_set == {jax.devices()[0]}
+    assert _values(vc) == [[1.0, 1.0, 1.0], [1.0, 1.0]]
+
+
 def test_shared_variables_and_train_refs_are_stored_once_under_their_first_name(tmp_path: Path) -> None:
     objio.save_var_collection(tmp_path / "m.npz", _model(1.0))
     names = np.load(tmp_path / "m.npz")["names"].tolist()

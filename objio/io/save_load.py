@@ -178,7 +178,9 @@ def to_device(value: np.ndarray, current: Any) -> Any:
 
 
 def to_devices(values: list[np.ndarray], currents: list[Any]) -> list[Any]:
-    """``values`` as jax arrays, each placed like its ``currents`` entry (its sharding, if it has one).
+    """``values`` as jax arrays, each placed like its ``currents`` entry: on its sharding if it is
+    committed to one (or is a ``jax.ShapeDtypeStruct`` that names one), else on the default device,
+    uncommitted, as the array it replaces was (and as Objax's restore leaves it).
 
     One ``jax.device_put`` call for all of them: JAX's fixed cost per call, not per array, is what
     placing 2,000 small arrays one by one spent most of its time on (issue 10). On the CPU the
@@ -186,7 +188,14 @@ def to_devices(values: list[np.ndarray], currents: list[Any]) -> list[Any]:
     """
     if not values:
         return []
-    return list(jax.device_put(values, [getattr(current, "sharding", None) for current in currents]))
+    return list(jax.device_put(values, [_placement(current) for current in currents]))
+
+
+def _placement(current: Any) -> Any:
+    """The sharding that a value replacing ``current`` goes to; None for JAX's default device, uncommitted."""
+    if not getattr(current, "committed", True):  # placing it on its device would commit it there
+        return None
+    return getattr(current, "sharding", None)
 
 
 def checked(array: np.ndarray, current: Any, name: str, where: str) -> np.ndarray:
