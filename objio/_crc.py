@@ -24,7 +24,7 @@ ISAL_FROM = 64 << 10
 
 _fast_crc32: Callable[[Any, int], int] | None = None
 # isal's zlib module once imported; False once its import failed (no wheel for this platform). Not
-# looked up at import: importlib.util.find_spec walks sys.path's finders, 2 ms of a first load.
+# looked up at import: importlib.util.find_spec walks sys.path's finders, 1-2 ms of a first load.
 _isal: ModuleType | bool | None = None
 
 
