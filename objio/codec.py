@@ -205,6 +205,9 @@ class NpzReader:
         read, a worker thread checks the headers and CRCs of the run before it (reads release the GIL).
         """
         arrays: dict[int, np.ndarray] = {}
+        will_read = getattr(self._stream, "will_read", None)  # a remote reader: plan its fetches
+        if will_read is not None and self._read_at is None:
+            will_read(self._spans(indices))
         runs = self._runs(indices)
         if len(runs) == 1:  # nothing to overlap: no thread
             arrays.update(self._arrays_in(runs[0], *self._fetch(runs[0])))
@@ -222,6 +225,18 @@ class NpzReader:
             for done in checking:
                 arrays.update(done.result())
         return [arrays[i] if i in arrays else self.read(i) for i in indices]
+
+    def _spans(self, indices: list[int]) -> list[tuple[int, int]]:
+        """The byte ranges of the file that reading ``indices`` covers: one per run of wanted members
+        that lie side by side, from the first one's local header to the start of the member after the last."""
+        offsets = sorted({m.header_offset for m in (self._members.get(f"{i}.npy") for i in indices) if m is not None})
+        spans: list[tuple[int, int]] = []
+        for offset in offsets:
+            if spans and spans[-1][1] == offset:
+                spans[-1] = (spans[-1][0], self._next_offset[offset])
+            else:
+                spans.append((offset, self._next_offset[offset]))
+        return spans
 
     def _runs(self, indices: list[int]) -> list[_Run]:
         """Groups of the small stored members of ``indices``, each next to the one before it in the file."""

@@ -187,3 +187,95 @@ def test_a_jump_after_a_large_read_fetches_no_window_ahead() -> None:
         f.seek(BLOCK * 10)
         assert f.read(10) == DATA[BLOCK * 10 : BLOCK * 10 + 10]  # another member: a partial load
     assert source.ranges() == [(BLOCK, BLOCK * 3), (BLOCK * 10, BLOCK * 11)]
+
+
+def test_a_planned_span_is_fetched_in_read_ahead_windows_and_nothing_beyond_it() -> None:
+    # A load that announced its members (will_read): whole windows of read_ahead from the first
+    # read on, instead of windows that grow from evidence, and the last one ends with the span.
+    source = FakeSource()
+    header, member = 10, BLOCK * 2
+    span = (BLOCK, BLOCK + 5 * (header + member))
+    with reader(source, read_ahead=BLOCK * 4) as f:
+        f.will_read([span])
+        f.seek(span[0])
+        arrays = []
+        for _ in range(5):
+            f.read(header)
+            arrays.append(bytearray(member))
+            f.readinto(arrays[-1])
+        assert f.tell() == span[1]
+        assert b"".join(arrays) == b"".join(
+            DATA[span[0] + i * (header + member) + header : span[0] + (i + 1) * (header + member)] for i in range(5)
+        )
+        assert f.fetched_bytes == span[1] - span[0]  # every byte of the span once, none beyond it
+    assert source.ranges() == [(BLOCK, BLOCK * 5), (BLOCK * 5, BLOCK * 9), (BLOCK * 9, span[1])]
+
+
+def test_outside_its_planned_spans_a_reader_reads_as_without_a_plan() -> None:
+    source = FakeSource()
+    with reader(source, read_ahead=BLOCK * 4) as f:
+        f.will_read([(BLOCK * 10, BLOCK * 12)])
+        f.seek(BLOCK)
+        f.read(BLOCK * 2)  # a large read elsewhere: straight into the buffer, no window
+        f.seek(BLOCK * 10)
+        assert f.read(BLOCK * 2) == DATA[BLOCK * 10 : BLOCK * 12]  # the whole span in one read: direct
+    assert source.ranges() == [(BLOCK, BLOCK * 3), (BLOCK * 10, BLOCK * 12)]
+
+
+def test_a_reader_without_read_ahead_ignores_plans() -> None:
+    source = FakeSource()
+    with reader(source) as f:
+        f.will_read([(0, len(DATA))])
+        assert f.read(BLOCK * 3) == DATA[: BLOCK * 3]
+    assert source.ranges() == [(0, BLOCK * 3)]
+
+
+def _npz_bytes(members: int, floats: int) -> bytes:
+    import numpy as np
+
+    import objio
+
+    out = io.BytesIO()
+    objio.save_tree(out, {f"w{i:02d}": np.full(floats, i, np.float32) for i in range(members)})
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("planned", [True, False], ids=["announced", "unannounced"])
+def test_a_full_npz_load_announces_its_members_and_makes_one_request_per_window(
+    planned: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from objio import codec
+    from objio.codec import NpzReader
+
+    data = _npz_bytes(members=12, floats=16 << 10)  # 12 members of 64 KiB: 768 KiB
+    source = FakeSource(data)
+    monkeypatch.setattr(codec, "_RUN_MEMBER_BYTES", 0)  # read member by member, as members over 4 MiB are
+    if not planned:
+        monkeypatch.delattr(RangeReader, "will_read")
+    with RangeReader(
+        source, name="mem://k", size=len(data), version="v1", block_size=4 << 10, read_ahead=256 << 10
+    ) as f:
+        npz = NpzReader(f, "mem://k")  # the zip's end and start, the names and metadata
+        opened, requests = f.fetched_bytes, f.requests
+        got = npz.read_many(list(range(12)))
+        assert [float(a[0]) for a in got] == [float(i) for i in range(12)]
+        members = f.requests - requests
+        assert f.fetched_bytes - opened <= len(data)
+    # Announced: windows of 256 KiB from the first member on, 4 for the 768 KiB (the first block,
+    # fetched at open, holds the start). Unannounced: the first members one by one while the windows grow.
+    assert members <= 4 if planned else members > 4
+
+
+def test_a_partial_npz_load_announces_only_the_members_it_reads() -> None:
+    from objio.codec import NpzReader
+
+    data = _npz_bytes(members=12, floats=16 << 10)
+    source = FakeSource(data)
+    with RangeReader(
+        source, name="mem://k", size=len(data), version="v1", block_size=4 << 10, read_ahead=256 << 10
+    ) as f:
+        npz = NpzReader(f, "mem://k")
+        opened = f.fetched_bytes
+        got = npz.read_many([3, 4, 9])
+        assert [float(a[0]) for a in got] == [3.0, 4.0, 9.0]
+        assert f.fetched_bytes - opened <= 3 * ((64 << 10) + (4 << 10))  # its members, a block around each at most

@@ -18,6 +18,11 @@ data is contiguous. A backend supplies one :class:`RangeSource` (a ranged fetch 
   ``read_ahead`` bytes, while a partial load, whose streams are short, fetches ahead at most about
   as much as it read: read-ahead grows only with evidence that the caller reads on.
 
+- a load that knows which members it wants says so first (:meth:`RangeReader.will_read`, called by
+  objio's npz reader with one span per run of wanted members side by side): inside a span, reads are
+  served from windows of ``read_ahead`` bytes from the first one on, and no window reaches past the
+  span. A full load of 256 MiB thus made 6 requests on moto instead of 8 (issue 10).
+
 A partial load fetches the members it wants plus at most a block around each, and, where it reads
 members that lie next to each other, at most one window beyond them (twice their size, and never
 more than ``read_ahead``). Memory beyond the caller's buffers is at most ``2 * block_size + 2 *
@@ -132,6 +137,7 @@ class RangeReader(io.RawIOBase):
         self._stream_start = 0  # where the stream being read began (the last jump)
         self._stream_stop = -1  # where the last read ended; a read that starts there continues the stream
         self._blocks: list[_Block] = []
+        self._planned: list[tuple[int, int]] = []  # spans the caller said it will read whole (will_read)
         self._fetched_any = False
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._count_lock = threading.Lock()
@@ -145,6 +151,20 @@ class RangeReader(io.RawIOBase):
     def size(self) -> int:
         """The object's size in bytes."""
         return self._size
+
+    def will_read(self, spans: list[tuple[int, int]]) -> None:
+        """Say that the caller will read each of ``spans`` (``(start, stop)`` byte ranges) from start to end.
+
+        A load that knows which members it wants says so before reading them (objio's npz reader
+        does: one span per run of wanted members that lie side by side). Inside a span, a read that
+        leaves more of the span to come is served from windows of ``read_ahead`` bytes, fetched one
+        ahead, instead of growing from evidence as an unannounced stream does, and no window reaches
+        past the span's end; a read that covers the rest of its span still goes straight into the
+        caller's buffer. A full load thus makes about one request per
+        ``read_ahead`` bytes from its first member on (on some servers, such as moto, every request
+        costs in proportion to the whole object). Without read-ahead this changes nothing.
+        """
+        self._planned = [(max(0, a), min(self._size, b)) for a, b in spans if b > a] if self._read_ahead else []
 
     # -- the file --------------------------------------------------------------------------------
 
@@ -197,10 +217,10 @@ class RangeReader(io.RawIOBase):
                 done += take
                 if block.ahead:
                     self._window_after(block, position)
-            elif count - done >= self._block_size:
+            elif count - done >= self._block_size and not self._more_planned(position, count - done):
                 self._fetch_direct(position, view[done:count])
                 done = count
-            elif self._read_ahead and position > self._stream_start:
+            elif self._read_ahead and (position > self._stream_start or self._plan_at(position) is not None):
                 self._drop_behind(position)
                 self._fetch_ahead(position, self._window_stop(position), ahead=True)
             else:
@@ -255,14 +275,31 @@ class RangeReader(io.RawIOBase):
         self._keep(block)
 
     def _window_stop(self, start: int) -> int:
-        """Where a window fetched ahead from ``start`` ends: twice the stream so far, within bounds."""
+        """Where a window fetched ahead from ``start`` ends: the end of its planned span or ``read_ahead``
+        on, whichever comes first; outside a plan, twice the stream so far, within bounds."""
+        plan = self._plan_at(start)
+        if plan is not None:
+            return min(plan[1], start + self._read_ahead)
         streamed = start - self._stream_start
         return min(self._size, start + min(self._read_ahead, max(self._block_size, 2 * streamed)))
+
+    def _plan_at(self, position: int) -> tuple[int, int] | None:
+        """The planned span (see :meth:`will_read`) that holds ``position``, if any."""
+        for span in self._planned:
+            if span[0] <= position < span[1]:
+                return span
+        return None
+
+    def _more_planned(self, position: int, count: int) -> bool:
+        """Whether a read of ``count`` bytes at ``position`` leaves more of its planned span to read after it."""
+        plan = self._plan_at(position)
+        return plan is not None and position + count < plan[1] and count <= self._read_ahead
 
     def _window_after(self, block: _Block, position: int) -> None:
         """Once the caller reads (at ``position``) past the middle of a window, fetch the next one."""
         past_middle = 2 * (position - block.start) >= len(block.data)
-        if past_middle and block.stop < self._size and self._block_at(block.stop) is None:
+        ends_a_plan = any(stop == block.stop for _, stop in self._planned)  # what follows was not asked for
+        if past_middle and block.stop < self._size and self._block_at(block.stop) is None and not ends_a_plan:
             self._drop_behind(position)
             self._fetch_ahead(block.stop, self._window_stop(block.stop), ahead=True)
 
