@@ -52,6 +52,7 @@ errors itself, which the reader passes on unchanged.
 
 from __future__ import annotations
 
+import bisect
 import concurrent.futures
 import dataclasses
 import io
@@ -138,6 +139,8 @@ class RangeReader(io.RawIOBase):
         self._stream_stop = -1  # where the last read ended; a read that starts there continues the stream
         self._blocks: list[_Block] = []
         self._planned: list[tuple[int, int]] = []  # spans the caller said it will read whole (will_read)
+        self._planned_starts: list[int] = []  # their starts, sorted, to find the span of a position
+        self._planned_stops: set[int] = set()
         self._fetched_any = False
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._count_lock = threading.Lock()
@@ -160,11 +163,16 @@ class RangeReader(io.RawIOBase):
         leaves more of the span to come is served from windows of ``read_ahead`` bytes, fetched one
         ahead, instead of growing from evidence as an unannounced stream does, and no window reaches
         past the span's end; a read that covers the rest of its span still goes straight into the
-        caller's buffer. A full load thus makes about one request per
-        ``read_ahead`` bytes from its first member on (on some servers, such as moto, every request
-        costs in proportion to the whole object). Without read-ahead this changes nothing.
+        caller's buffer. A full load thus makes about one request per ``read_ahead`` bytes from its
+        first member on (on some servers, such as moto, every request costs in proportion to the
+        whole object). Without read-ahead this changes nothing.
+
+        :param spans: disjoint ranges; they replace any announced before.
         """
-        self._planned = [(max(0, a), min(self._size, b)) for a, b in spans if b > a] if self._read_ahead else []
+        kept = sorted((max(0, a), min(self._size, b)) for a, b in spans if b > a) if self._read_ahead else []
+        self._planned = kept
+        self._planned_starts = [a for a, _ in kept]
+        self._planned_stops = {b for _, b in kept}
 
     # -- the file --------------------------------------------------------------------------------
 
@@ -285,9 +293,9 @@ class RangeReader(io.RawIOBase):
 
     def _plan_at(self, position: int) -> tuple[int, int] | None:
         """The planned span (see :meth:`will_read`) that holds ``position``, if any."""
-        for span in self._planned:
-            if span[0] <= position < span[1]:
-                return span
+        i = bisect.bisect_right(self._planned_starts, position) - 1
+        if i >= 0 and position < self._planned[i][1]:
+            return self._planned[i]
         return None
 
     def _more_planned(self, position: int, count: int) -> bool:
@@ -298,7 +306,7 @@ class RangeReader(io.RawIOBase):
     def _window_after(self, block: _Block, position: int) -> None:
         """Once the caller reads (at ``position``) past the middle of a window, fetch the next one."""
         past_middle = 2 * (position - block.start) >= len(block.data)
-        ends_a_plan = any(stop == block.stop for _, stop in self._planned)  # what follows was not asked for
+        ends_a_plan = block.stop in self._planned_stops  # what follows was not asked for
         if past_middle and block.stop < self._size and self._block_at(block.stop) is None and not ends_a_plan:
             self._drop_behind(position)
             self._fetch_ahead(block.stop, self._window_stop(block.stop), ahead=True)
