@@ -147,7 +147,7 @@ def _mixed() -> list[np.ndarray]:
     ]
 
 
-@pytest.mark.parametrize("run_bytes", [16 << 20, 1 << 10])  # one run; many runs (checked in a worker thread)
+@pytest.mark.parametrize("run_bytes", [32 << 20, 1 << 10])  # one run; many runs (checked in a worker thread)
 def test_read_many_gives_what_read_gives(monkeypatch: pytest.MonkeyPatch, run_bytes: int) -> None:
     monkeypatch.setattr(codec, "_RUN_BYTES", run_bytes)
     arrays = _mixed()
@@ -187,7 +187,7 @@ def _flip_in_data(raw: bytes, member: str, at: int) -> bytes:
     return bytes(damaged)
 
 
-@pytest.mark.parametrize("run_bytes", [16 << 20, 1 << 10])
+@pytest.mark.parametrize("run_bytes", [32 << 20, 1 << 10])
 def test_damage_inside_a_run_fails_the_crc_of_that_member(monkeypatch: pytest.MonkeyPatch, run_bytes: int) -> None:
     monkeypatch.setattr(codec, "_RUN_BYTES", run_bytes)
     raw = _flip_in_data(_npz([np.arange(1000, dtype=np.float32) for _ in range(10)]), "6.npy", 100)
@@ -275,7 +275,7 @@ def _local(tmp_path: Path, name: str, raw: bytes) -> Path:
     return path
 
 
-@pytest.mark.parametrize("run_bytes", [16 << 20, 1 << 10])  # one run; many runs (read by several threads)
+@pytest.mark.parametrize("run_bytes", [32 << 20, 1 << 10])  # one run; many runs (read by several threads)
 def test_a_local_file_is_read_by_positional_reads_that_give_the_same_arrays(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_bytes: int
 ) -> None:

@@ -119,6 +119,12 @@ class LocalStorage:
                 _check_regular(os.fstat(fd).st_mode, path)
                 if hasattr(os, "set_blocking"):
                     os.set_blocking(fd, True)
+                if hasattr(os, "posix_fadvise"):
+                    # objio reads its files front to back in large pieces: the kernel then reads ahead
+                    # twice as far. Cold loads of 2,000 arrays (500 MiB) took 0.89x the time (medians
+                    # of 30 paired runs), of 8 arrays of 128 MiB the same (issue 10). Small and partial
+                    # reads are unaffected: a read's first readahead scales with the read, not this limit.
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
                 return os.fdopen(fd, "rb")
             except BaseException:
                 os.close(fd)
