@@ -225,6 +225,13 @@ def test_a_reader_tells_the_kernel_it_reads_front_to_back(tmp_path: Path, monkey
         assert advised == [(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)]
         assert f.read() == b"abc"
 
+    def refuse(*args: object) -> None:
+        raise OSError(errno.EINVAL, "no advice on this file system")
+
+    monkeypatch.setattr(os, "posix_fadvise", refuse)  # advice only: a refusal must not fail the read
+    with objio.open_storage(tmp_path).open_reader("model.npz") as f:
+        assert f.read() == b"abc"
+
 
 def test_loading_a_fifo_checkpoint_raises_at_once(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "model.npz")

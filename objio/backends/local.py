@@ -124,7 +124,8 @@ class LocalStorage:
                     # twice as far. Cold loads of 2,000 arrays (500 MiB) took 0.89x the time (medians
                     # of 30 paired runs), of 8 arrays of 128 MiB the same (issue 10). Small and partial
                     # reads are unaffected: a read's first readahead scales with the read, not this limit.
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+                    with contextlib.suppress(OSError):  # advice only: a file system may refuse it
+                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
                 return os.fdopen(fd, "rb")
             except BaseException:
                 os.close(fd)
