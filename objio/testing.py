@@ -625,7 +625,10 @@ for module in json.loads(sys.argv[1]):
     importlib.import_module(module)
 
 def say(**message):
-    print(json.dumps({"pid": os.getpid(), **message}), flush=True)
+    # One write per message: print() writes the line and its newline separately when stdout is
+    # unbuffered (PYTHONUNBUFFERED), and a SIGKILL between the two left a line without its end.
+    sys.stdout.write(json.dumps({"pid": os.getpid(), **message}) + "\n")
+    sys.stdout.flush()
 
 def pause_in(session, method, part):
     original = getattr(session, method)
@@ -660,7 +663,8 @@ for line in sys.stdin:
             sys.stdout.flush()
             os._exit(0)
     os.waitpid(pid, 0)
-    print(json.dumps({"pid": pid, "event": "reaped"}), flush=True)
+    sys.stdout.write(json.dumps({"pid": pid, "event": "reaped"}) + "\n")
+    sys.stdout.flush()
 """
 
 

@@ -34,7 +34,10 @@ from objio import _npz_write as codec
 from objio.backends import local
 
 def say(**message):
-    print(json.dumps({"pid": os.getpid(), **message}), flush=True)
+    # One write per message: print() writes the line and its newline separately when stdout is
+    # unbuffered (PYTHONUNBUFFERED), and a SIGKILL between the two left a line without its end.
+    sys.stdout.write(json.dumps({"pid": os.getpid(), **message}) + "\n")
+    sys.stdout.flush()
 
 def pause_then(original):
     def paused(*args, **kwargs):
@@ -89,7 +92,8 @@ for line in sys.stdin:
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
-    print(json.dumps({"pid": pid, "event": "reaped"}), flush=True)
+    sys.stdout.write(json.dumps({"pid": pid, "event": "reaped"}) + "\n")
+    sys.stdout.flush()
 """
 
 MEMBERS = 4  # 1 MiB each
