@@ -140,7 +140,6 @@ class RangeReader(io.RawIOBase):
         self._blocks: list[_Block] = []
         self._planned: list[tuple[int, int]] = []  # spans the caller said it will read whole (will_read)
         self._planned_starts: list[int] = []  # their starts, sorted, to find the span of a position
-        self._planned_stops: set[int] = set()
         self._fetched_any = False
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._count_lock = threading.Lock()
@@ -172,7 +171,6 @@ class RangeReader(io.RawIOBase):
         kept = sorted((max(0, a), min(self._size, b)) for a, b in spans if b > a) if self._read_ahead else []
         self._planned = kept
         self._planned_starts = [a for a, _ in kept]
-        self._planned_stops = {b for _, b in kept}
 
     # -- the file --------------------------------------------------------------------------------
 
@@ -306,7 +304,8 @@ class RangeReader(io.RawIOBase):
     def _window_after(self, block: _Block, position: int) -> None:
         """Once the caller reads (at ``position``) past the middle of a window, fetch the next one."""
         past_middle = 2 * (position - block.start) >= len(block.data)
-        ends_a_plan = block.stop in self._planned_stops  # what follows was not asked for
+        last_plan = self._plan_at(block.stop - 1)
+        ends_a_plan = last_plan is not None and last_plan[1] == block.stop  # what follows was not asked for
         if past_middle and block.stop < self._size and self._block_at(block.stop) is None and not ends_a_plan:
             self._drop_behind(position)
             self._fetch_ahead(block.stop, self._window_stop(block.stop), ahead=True)
