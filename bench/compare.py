@@ -242,6 +242,10 @@ def fmt(x: float | None, spec: str = ".2f") -> str:
     return "—" if x is None else format(x, spec)
 
 
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
 def skipped(runs: list[dict[str, Any]]) -> str | None:
     return runs[0]["skipped"] if runs and "skipped" in runs[0] else None
 
@@ -286,7 +290,10 @@ def print_workload(workload: Workload, results: dict[str, list[dict[str, Any]]])
 
 def print_tiny(results: dict[str, list[dict[str, Any]]]) -> None:
     print("\n## tiny: Linear(768, 1), a (768, 1) and a (1,) float32 array, after `import jax`")
-    print(f"  {'':36s} {'steady ms':>10s} {'objio ÷':>8s} {'first call ms':>14s} {'first − steady ms':>18s}")
+    print(
+        f"  {'':36s} {'steady ms':>10s} {'objio ÷':>8s} {'first call ms':>14s} {'first − steady ms':>18s}"
+        f" {'of which import ms':>19s}"
+    )
     for op, methods, labels in (("tiny-save", TINY_SAVES, SAVE_LABELS), ("tiny-load", TINY_LOADS, LOAD_LABELS)):
         reference = results[f"{op} objio"]
         for method in methods:
@@ -295,8 +302,12 @@ def print_tiny(results: dict[str, list[dict[str, Any]]]) -> None:
             print(
                 f"  {labels[method]:36s} {median_of(runs) * 1000:10.3f} {versus:>8s} "
                 f"{median_of(runs, 'first') * 1000:14.1f} {median_of(runs, 'first_extra') * 1000:18.1f}"
+                f" {fmt(ms(median_of(runs, 'import')), '.1f'):>19s}"
             )
-    print("  (first call of objio: `import objio` and the first call, in a fresh process; numpy is imported by jax)")
+    print(
+        "  (first call: the method's import (`import objio` ...) and its first call, in a fresh process after\n"
+        "   `import jax`, which imports numpy; the last column is the import alone)"
+    )
 
 
 def print_summary(all_results: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
