@@ -2,6 +2,9 @@
 
     python bench/_child.py '<json task>'
 
+Every method gets the same treatment: its imports and a warm-up call outside the clock (except in
+the tiny case's first call), then a full garbage collection, then the timed operation.
+
 The task names the operation (``save``, ``load``, ``tiny-save``, ``tiny-load``), the method
 (a key of ``_methods.SAVES`` / ``LOADS``), the workload's seed file and shapes, and the path to write
 or read. The last line of stdout is a JSON object: seconds, the blocked seconds of an async save,

@@ -5,12 +5,13 @@
 
 Workloads: "many" is 2,000 float32 arrays of 256x256 (500 MiB), "big" 8 float32 arrays of 128 MiB
 (1 GiB), "tiny" the Linear(768, 1) of the demo. Every measurement runs in its own fresh process
-(bench/_child.py); repetition r runs every measurement once, in a shuffled order, so that drift in the
-machine's load hits every method alike. Printed: medians, the median of the per-repetition ratios
-objio ÷ each method (below 1: objio faster), warm loads (files in the page cache) and cold loads
-(each file of the checkpoint fsynced and dropped from the cache with posix_fadvise DONTNEED just
-before the child starts), the peak extra memory of each child ÷ the arrays' bytes, the blocked time
-of async saves, and the load average before and after. docs/performance.rst explains the method.
+(bench/_child.py), which collects its heap just before the clock starts; repetition r runs every
+measurement once, in a shuffled order, so that drift in the machine's load hits every method alike.
+Printed: medians, the median of the per-repetition ratios objio ÷ each method (below 1: objio
+faster), warm loads (files in the page cache) and cold loads (each file of the checkpoint fsynced
+and dropped from the cache with posix_fadvise DONTNEED just before the child starts), the peak extra
+memory of each child ÷ the arrays' bytes, the blocked time of async saves, and the load average
+before and after. docs/performance.rst explains the method.
 """
 
 from __future__ import annotations
