@@ -243,10 +243,6 @@ def fmt(x: float | None, spec: str = ".2f") -> str:
     return "—" if x is None else format(x, spec)
 
 
-def ms(seconds: float | None) -> float | None:
-    return None if seconds is None else seconds * 1000
-
-
 def skipped(runs: list[dict[str, Any]]) -> str | None:
     return runs[0]["skipped"] if runs and "skipped" in runs[0] else None
 
@@ -303,7 +299,7 @@ def print_tiny(results: dict[str, list[dict[str, Any]]]) -> None:
             print(
                 f"  {labels[method]:36s} {median_of(runs) * 1000:10.3f} {versus:>8s} "
                 f"{median_of(runs, 'first') * 1000:14.1f} {median_of(runs, 'first_extra') * 1000:18.1f}"
-                f" {fmt(ms(median_of(runs, 'import')), '.1f'):>19s}"
+                f" {median_of(runs, 'import') * 1000:19.1f}"
             )
     print(
         "  (first call: the method's import (`import objio` ...) and its first call, in a fresh process after\n"

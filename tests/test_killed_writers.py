@@ -92,8 +92,7 @@ for line in sys.stdin:
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
-    sys.stdout.write(json.dumps({"pid": pid, "event": "reaped"}) + "\n")
-    sys.stdout.flush()
+    say(pid=pid, event="reaped")  # the child's pid, not ours
 """
 
 MEMBERS = 4  # 1 MiB each
